@@ -1,0 +1,1 @@
+"""Synthesizable gateware of the hwvirt virtualization unit (Amaranth HDL)."""

@@ -1,0 +1,826 @@
+"""The VMCS store and the VMX instruction unit.
+
+Blocks (all :class:`amaranth.lib.wiring.Component`):
+
+* :class:`FieldDecoder` — combinational decode of a VMREAD/VMWRITE encoding register into "supported
+  field at dense index *i*" or "unsupported" (Intel SDM vol. 3C §24.11.2, appendix B).
+* :class:`VMCSStore` — the on-chip VMCS cache data: ``slots`` × (supported fields) 64-bit words in one
+  block RAM, with a synchronous read port and a half-word-masked write port.
+* :class:`VMCSUnit` — the VMX instruction sequencer (SDM vol. 3C chapter 31, "VMX instruction
+  reference"): VMXON, VMXOFF, VMCLEAR, VMPTRLD, VMPTRST, VMREAD, VMWRITE, VMLAUNCH, VMRESUME, INVEPT,
+  INVVPID, VMCALL and RDMSR of the capability MSRs, with the #UD/#GP faults, VMfailInvalid and
+  VMfailValid(n) outcomes, VMCS regions in memory behind a Wishbone bus, and the slot cache.
+
+VMCS region layout in memory (ours; SDM §25.2 leaves everything after offset 8 to the implementation):
+
+=========  ====  ==================================================================================
+offset     size  contents
+=========  ====  ==================================================================================
+0x000      4     revision identifier (bits 30:0) and shadow-VMCS indicator (bit 31) — written by software
+0x004      4     VMX-abort indicator
+0x008      4     launch-state word: bit 0 launched, bit 1 "held by a processor" (set while the VMCS is
+                 in the on-chip cache; a region loaded with bit 1 set was dropped by VMXOFF without
+                 VMCLEAR, and is *corrupted*: VMRESUME fails with error 6, VMLAUNCH with error 4)
+0x010+8k   8     field *k* of :data:`~hwvirt.hdl.vmcs_fields.VMCS_FIELDS` (catalogue order, zero-extended)
+=========  ====  ==================================================================================
+
+Cache policy: the current VMCS is always resident. VMPTRLD of a resident VMCS touches no memory.
+VMPTRLD of another VMCS reads its revision word, evicts a victim if no slot is free (first free slot,
+else round-robin skipping the current VMCS), writing the victim's fields back only if a VMWRITE or
+instruction-error update dirtied it, then loads every supported field. VMCLEAR writes a resident
+VMCS back (if dirty) and frees its slot. VMXOFF drops the cache without writing back. The revision
+word of a resident VMCS is the one read when it was loaded.
+"""
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, enum, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from .bus import WishboneSignature
+from .capabilities import MSR, VMXCapabilities
+from .exit_logic import ExitReason
+from .vmcs_fields import BY_NAME, VMCS_FIELDS, FieldType, FieldWidth
+
+
+__all__ = [
+    "VMXOp", "Outcome", "Fault", "Command", "Result", "ProcessorState", "VMXStatus",
+    "FieldDecoder", "VMCSStore", "VMCSUnit", "INVALID_POINTER", "REGION_FIELD_BASE",
+]
+
+#: The current-VMCS pointer when there is no current VMCS (SDM vol. 3C §25.1).
+INVALID_POINTER = (1 << 64) - 1
+#: Byte offset of the first field in a VMCS region (our layout).
+REGION_FIELD_BASE = 0x10
+_LAUNCH_WORD_OFFSET = 0x8
+
+
+class VMXOp(enum.Enum, shape=4):
+    """Instructions the unit executes."""
+    VMXON    = 0
+    VMXOFF   = 1
+    VMCLEAR  = 2
+    VMPTRLD  = 3
+    VMPTRST  = 4
+    VMREAD   = 5
+    VMWRITE  = 6
+    VMLAUNCH = 7
+    VMRESUME = 8
+    INVEPT   = 9
+    INVVPID  = 10
+    VMCALL   = 11
+    RDMSR    = 12
+
+
+class Outcome(enum.Enum, shape=3):
+    """Architectural outcome of a command (SDM vol. 3C §31.2 and chapter 27/28)."""
+    SUCCEED      = 0  # VMsucceed: CF = ZF = 0
+    FAIL_INVALID = 1  # VMfailInvalid: CF = 1
+    FAIL_VALID   = 2  # VMfailValid(n): ZF = 1, n in VM_INSTRUCTION_ERROR
+    FAULT        = 3  # an exception (#UD or #GP(0)) instead of the instruction
+    ENTERED      = 4  # VM entry completed, now in VMX non-root operation
+    ENTRY_FAILED = 5  # VM-entry failure (exit reason 33/34 with bit 31)
+    EXIT         = 6  # VM exit
+    NO_EXIT      = 7  # a guest event that did not exit
+
+
+class Fault(enum.Enum, shape=2):
+    NONE = 0
+    UD   = 1  # invalid opcode
+    GP   = 2  # general protection, error code 0
+
+
+class Command(data.Struct):
+    """One instruction for the unit, with its operands already fetched by the core.
+
+    ``reg`` is the register operand: the field encoding (VMREAD/VMWRITE), the INVEPT/INVVPID type, or
+    the MSR index in bits 31:0 (RDMSR). ``operand`` is the memory (or r/m) operand: the 64-bit region
+    pointer (VMXON, VMCLEAR, VMPTRLD), the value to write (VMWRITE), or the 128-bit INVEPT/INVVPID
+    descriptor.
+    """
+    op:      VMXOp
+    reg:     64
+    operand: 128
+
+
+class Result(data.Struct):
+    """The unit's answer to a :class:`Command`.
+
+    ``value`` holds VMREAD data, the VMPTRST pointer or the RDMSR value; ``error`` the VM-instruction
+    error number of a VMfailValid; ``exit_reason`` and ``qualification`` describe a VM exit.
+    """
+    outcome:       Outcome
+    fault:         Fault
+    error:         5
+    value:         64
+    exit_reason:   32
+    qualification: 64
+
+
+class ProcessorState(data.Struct):
+    """The processor state the VMX instructions depend on (SDM vol. 3C §31.1, §31.3)."""
+    cr0:             64
+    cr4:             64
+    efer:            64
+    rflags:          64
+    feature_control: 64
+    cpl:             2
+    cs_l:            1
+    mov_ss_blocking: 1
+
+
+class VMXStatus(data.Struct):
+    """VMX operating state, for the rest of the processor and for waveforms."""
+    in_vmx:   1   # in VMX operation (after VMXON)
+    non_root: 1   # in VMX non-root operation (a guest runs)
+
+
+class FieldDecoder(wiring.Component):
+    """Decode a VMREAD/VMWRITE encoding register (SDM vol. 3C §24.11.2, §31.3 VMREAD).
+
+    The encoding is *unsupported* (VMfailValid(12)) when bits 31:15 or bit 12 are set, when bits
+    63:32 are set in 64-bit mode, when it names no field the configuration supports, or when it is the
+    "high" access (bit 0) of a field that is not 64 bits wide.
+
+    Members
+    -------
+    encoding : In(64)
+    long_mode : In(1)
+        64-bit mode: the register operand is 64 bits wide.
+    supported : Out(1)
+    index : Out(range(n_fields))
+        Dense index among the supported fields (the store's word index).
+    width : Out(FieldWidth-shaped 2 bits)
+    readonly : Out(1)
+        A VM-exit information field (type 1).
+    high : Out(1)
+    """
+
+    def __init__(self, capabilities):
+        self._fields = capabilities.supported_fields
+        super().__init__({
+            "encoding":  In(64),
+            "long_mode": In(1),
+            "supported": Out(1),
+            "index":     Out(range(max(1, len(self._fields)))),
+            "width":     Out(2),
+            "readonly":  Out(1),
+            "high":      Out(1),
+        })
+
+    @property
+    def fields(self):
+        return self._fields
+
+    def elaborate(self, platform):
+        m = Module()
+        enc = self.encoding
+        reserved = (enc[12] | enc[15:32].any() | (self.long_mode & enc[32:64].any()))
+        known = Signal()
+        with m.Switch(enc[0:15]):
+            for i, field in enumerate(self._fields):
+                cases = [field.encoding]
+                if field.width == FieldWidth.BITS64:
+                    cases.append(field.encoding | 1)
+                with m.Case(*cases):
+                    m.d.comb += [
+                        known.eq(1),
+                        self.index.eq(i),
+                        self.width.eq(field.width.value),
+                        self.readonly.eq(field.type == FieldType.EXIT_INFORMATION),
+                    ]
+        m.d.comb += [
+            self.high.eq(enc[0]),
+            self.supported.eq(known & ~reserved),
+        ]
+        return m
+
+
+class VMCSStore(wiring.Component):
+    """On-chip storage of the cached VMCSs: ``slots`` × ``n_fields`` 64-bit words in one RAM.
+
+    Word address = slot × 2^ceil(log2(n_fields)) + field index. Reads are synchronous (data one cycle
+    after ``r_en``, held while ``r_en`` is low); writes take effect at the clock edge, per 32-bit half
+    (``w_en[0]`` bits 31:0, ``w_en[1]`` bits 63:32).
+    """
+
+    def __init__(self, *, slots, n_fields):
+        self._slots, self._n_fields = slots, n_fields
+        self._stride_bits = ceil_log2(max(2, n_fields))
+        super().__init__({
+            "r_slot":  In(range(slots)),
+            "r_index": In(range(max(2, n_fields))),
+            "r_en":    In(1),
+            "r_data":  Out(64),
+            "w_slot":  In(range(slots)),
+            "w_index": In(range(max(2, n_fields))),
+            "w_data":  In(64),
+            "w_en":    In(2),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = self._slots << self._stride_bits
+        m.submodules.memory = memory = Memory(shape=64, depth=depth, init=[])
+        rd = memory.read_port()
+        wr = memory.write_port(granularity=32)
+
+        def address(slot, index):
+            if self._slots == 1:
+                return index
+            return Cat(index.as_unsigned()[:self._stride_bits], slot)
+
+        m.d.comb += [
+            rd.addr.eq(address(self.r_slot, self.r_index)),
+            rd.en.eq(self.r_en),
+            self.r_data.eq(rd.data),
+            wr.addr.eq(address(self.w_slot, self.w_index)),
+            wr.data.eq(self.w_data),
+            wr.en.eq(self.w_en),
+        ]
+        return m
+
+
+class VMCSUnit(wiring.Component):
+    """The VMX instruction unit with its VMCS cache (SDM vol. 3C chapter 31 and §25.11).
+
+    Parameters
+    ----------
+    capabilities : VMXCapabilities
+        The processor configuration (fields, MSR values, INVEPT/INVVPID types, CR fixed bits).
+    cache_slots : int
+        Number of VMCSs held on chip (≥ 1).
+
+    Members
+    -------
+    cmd : In(stream of :class:`Command`)
+        Accepted (``ready``) only while the unit is idle.
+    resp : Out(stream of :class:`Result`)
+        One result per command, held until ``ready``.
+    cpu : In(:class:`ProcessorState`)
+    status : Out(:class:`VMXStatus`)
+    current_vmcs : Out(64)
+        The current-VMCS pointer (all ones when there is none).
+    bus : Out(:class:`~hwvirt.hdl.bus.WishboneSignature`)
+    """
+
+    def __init__(self, capabilities=None, *, cache_slots=2):
+        if capabilities is None:
+            capabilities = VMXCapabilities()
+        if not isinstance(capabilities, VMXCapabilities):
+            raise TypeError(f"capabilities must be a VMXCapabilities, not {capabilities!r}")
+        if not isinstance(cache_slots, int) or cache_slots < 1:
+            raise ValueError(f"cache_slots must be a positive integer, not {cache_slots!r}")
+        self.capabilities = capabilities
+        self.cache_slots = cache_slots
+        self.fields = capabilities.supported_fields
+        super().__init__({
+            "cmd":          In(wiring.Signature({
+                "payload": Out(Command), "valid": Out(1), "ready": In(1)})),
+            "resp":         Out(wiring.Signature({
+                "payload": Out(Result), "valid": Out(1), "ready": In(1)})),
+            "cpu":          In(ProcessorState),
+            "status":       Out(VMXStatus),
+            "current_vmcs": Out(64),
+            "bus":          Out(WishboneSignature(addr_width=capabilities.maxphyaddr - 3)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        caps = self.capabilities
+        n_slots = self.cache_slots
+        n_fields = len(self.fields)
+        maxphy = caps.maxphyaddr
+
+        m.submodules.decoder = decoder = FieldDecoder(caps)
+        m.submodules.store = store = VMCSStore(slots=n_slots, n_fields=n_fields)
+
+        cpu = self.cpu
+        long_mode = cpu.efer[10] & cpu.cs_l           # IA32_EFER.LMA = 1 and CS.L = 1
+        compat_mode = cpu.efer[10] & ~cpu.cs_l
+
+        # -- architectural state ----------------------------------------------------------------
+        in_vmx = Signal()
+        non_root = Signal()
+        vmxon_ptr = Signal(64)
+        current_valid = Signal()
+        current_slot = Signal(range(n_slots))
+        current_ptr = Signal(64, init=INVALID_POINTER)
+
+        # -- cache metadata, one entry per slot -----------------------------------------------------
+        tag_width = maxphy - 12
+        slot_valid = Array(Signal(name=f"slot{i}_valid") for i in range(n_slots))
+        slot_tag = Array(Signal(tag_width, name=f"slot{i}_tag") for i in range(n_slots))
+        slot_dirty = Array(Signal(name=f"slot{i}_dirty") for i in range(n_slots))
+        slot_launched = Array(Signal(name=f"slot{i}_launched") for i in range(n_slots))
+        slot_corrupt = Array(Signal(name=f"slot{i}_corrupt") for i in range(n_slots))
+        slot_shadow = Array(Signal(name=f"slot{i}_shadow") for i in range(n_slots))
+        victim_next = Signal(range(n_slots))
+
+        # -- the command being executed ---------------------------------------------------------------
+        op = Signal(VMXOp)
+        reg = Signal(64)
+        operand = Signal(128)
+        field_ok = Signal()
+        field_index = Signal.like(decoder.index)
+        field_width = Signal(2)
+        field_ro = Signal()
+        field_high = Signal()
+        result = Signal(Result)
+
+        m.d.comb += [
+            self.status.in_vmx.eq(in_vmx),
+            self.status.non_root.eq(non_root),
+            self.current_vmcs.eq(current_ptr),
+            self.resp.payload.eq(result),
+            decoder.encoding.eq(self.cmd.payload.reg),
+            decoder.long_mode.eq(long_mode),
+        ]
+
+        # -- derived operands -------------------------------------------------------------------------
+        pointer = operand[0:64]
+        pointer_invalid = pointer[0:12].any() | pointer[maxphy:64].any()
+        pointer_tag = pointer[12:maxphy]
+        reg_value = Mux(long_mode, reg, reg[0:32])       # register operands are 32 bits outside 64-bit mode
+        src_value = Mux(long_mode, operand[0:64], operand[0:32])
+
+        hits = Signal(n_slots)
+        m.d.comb += hits.eq(Cat(slot_valid[i] & (slot_tag[i] == pointer_tag) for i in range(n_slots)))
+        hit_slot = Signal(range(n_slots))
+        for i in reversed(range(n_slots)):
+            with m.If(hits[i]):
+                m.d.comb += hit_slot.eq(i)
+
+        free_any = Signal()
+        free_slot = Signal(range(n_slots))
+        for i in reversed(range(n_slots)):
+            with m.If(~slot_valid[i]):
+                m.d.comb += [free_any.eq(1), free_slot.eq(i)]
+        victim = Signal(range(n_slots))
+        with m.If(free_any):
+            m.d.comb += victim.eq(free_slot)
+        with m.Elif((n_slots > 1) & current_valid & (victim_next == current_slot)):
+            m.d.comb += victim.eq(Mux(victim_next == n_slots - 1, 0, victim_next + 1))
+        with m.Else():
+            m.d.comb += victim.eq(victim_next)
+
+        # The slot being moved to or from memory, its region base (word address) and the field counter.
+        xfer_slot = Signal(range(n_slots))
+        xfer_base = Signal(maxphy - 3)        # word address of the region
+        xfer_index = Signal(range(max(2, n_fields)))
+        last_index = n_fields - 1
+        # Word offset of each supported field in the region, by dense index.
+        field_word = Array(Const((REGION_FIELD_BASE >> 3) + VMCS_FIELDS.index(f), 16) for f in self.fields)
+
+        # -- capability constants ----------------------------------------------------------------------
+        cr0_fixed0, cr0_fixed1 = caps.cr0_fixed
+        cr4_fixed0, cr4_fixed1 = caps.cr4_fixed
+        cr0 = cpu.cr0
+        cr4 = cpu.cr4
+        cr0_valid = ((cr0 & cr0_fixed0) == cr0_fixed0) & ((cr0 & ~Const(cr0_fixed1, 64)) == 0)
+        cr4_valid = ((cr4 & cr4_fixed0) == cr4_fixed0) & ((cr4 & ~Const(cr4_fixed1, 64)) == 0)
+        shadowing = caps.supports("vmcs_shadowing")
+        error_index = self.fields.index(BY_NAME["VM_INSTRUCTION_ERROR"])
+        exit_reason_index = self.fields.index(BY_NAME["VM_EXIT_REASON"])
+        qualification_index = self.fields.index(BY_NAME["EXIT_QUALIFICATION"])
+
+        msr_value = Signal(64)
+        msr_known = Signal()
+        with m.Switch(reg[0:32]):
+            for index, value in sorted(caps.msrs.items()):
+                with m.Case(index):
+                    m.d.comb += [msr_value.eq(value), msr_known.eq(1)]
+            with m.Case(MSR.IA32_FEATURE_CONTROL):
+                m.d.comb += [msr_value.eq(cpu.feature_control), msr_known.eq(1)]
+
+        # INVEPT / INVVPID operand checks (SDM vol. 3C §31.3, INVEPT and INVVPID)
+        ept_vpid_cap = caps.ept_vpid_cap
+        inv_type = reg_value
+        invept_type_ok = Signal()
+        with m.Switch(inv_type):
+            for kind in (1, 2):
+                if caps.invept_type_supported(kind):
+                    with m.Case(kind):
+                        m.d.comb += invept_type_ok.eq(1)
+        eptp = operand[0:64]
+        memtype = eptp[0:3]
+        walk = eptp[3:6]
+        eptp_ok = (
+            (((memtype == 0) & bool(ept_vpid_cap >> 8 & 1)) | ((memtype == 6) & bool(ept_vpid_cap >> 14 & 1)))
+            & ((walk == 3) & bool(ept_vpid_cap >> 6 & 1) | (walk == 4) & bool(ept_vpid_cap >> 7 & 1))
+            & (~eptp[6] | bool(ept_vpid_cap >> 21 & 1))
+            & (~eptp[7] | bool(ept_vpid_cap >> 23 & 1))
+            & ~eptp[8:12].any()
+            & ~eptp[maxphy:64].any()
+        )
+        invvpid_type_ok = Signal()
+        with m.Switch(inv_type):
+            for kind in range(4):
+                if caps.invvpid_type_supported(kind):
+                    with m.Case(kind):
+                        m.d.comb += invvpid_type_ok.eq(1)
+        vpid = operand[0:16]
+        linear = operand[64:128]
+        la57 = cpu.cr4[12]
+        canonical = Mux(la57, (linear[56:64] == 0) | (linear[56:64] == 0xFF),
+                        (linear[47:64] == 0) | (linear[47:64] == 0x1FFFF))
+
+        # -- helpers that emit the statements ending a command -----------------------------------------
+        def respond(outcome, *, error=0, fault=Fault.NONE, value=0):
+            m.d.sync += [
+                result.outcome.eq(outcome),
+                result.error.eq(error),
+                result.fault.eq(fault),
+                result.value.eq(value),
+            ]
+            m.next = "Respond"
+
+        def fault(kind):
+            respond(Outcome.FAULT, fault=kind)
+
+        def vmfail(number):
+            """VMfail(n): VMfailValid(n) with n written to the current VMCS, else VMfailInvalid."""
+            with m.If(current_valid):
+                respond(Outcome.FAIL_VALID, error=number)
+                m.d.sync += slot_dirty[current_slot].eq(1)
+                m.d.comb += [
+                    store.w_slot.eq(current_slot),
+                    store.w_index.eq(error_index),
+                    store.w_data.eq(number),
+                    store.w_en.eq(0b11),
+                ]
+            with m.Else():
+                respond(Outcome.FAIL_INVALID)
+
+        def vm_exit(reason):
+            m.d.sync += [
+                result.outcome.eq(Outcome.EXIT),
+                result.exit_reason.eq(reason.value),
+                result.qualification.eq(0),
+            ]
+            m.next = "Exit-Write-Reason"
+
+        def bus_access(address, *, write=False, data=0, sel=0xFF):
+            m.d.comb += [
+                self.bus.cyc.eq(1),
+                self.bus.stb.eq(1),
+                self.bus.we.eq(write),
+                self.bus.adr.eq(address),
+                self.bus.dat_w.eq(data),
+                self.bus.sel.eq(sel),
+            ]
+
+        exit_reason_of = {
+            VMXOp.VMXON: ExitReason.VMXON, VMXOp.VMXOFF: ExitReason.VMXOFF,
+            VMXOp.VMCLEAR: ExitReason.VMCLEAR, VMXOp.VMPTRLD: ExitReason.VMPTRLD,
+            VMXOp.VMPTRST: ExitReason.VMPTRST, VMXOp.VMREAD: ExitReason.VMREAD,
+            VMXOp.VMWRITE: ExitReason.VMWRITE, VMXOp.VMLAUNCH: ExitReason.VMLAUNCH,
+            VMXOp.VMRESUME: ExitReason.VMRESUME, VMXOp.INVEPT: ExitReason.INVEPT,
+            VMXOp.INVVPID: ExitReason.INVVPID, VMXOp.VMCALL: ExitReason.VMCALL,
+        }
+
+        def root_instruction():
+            """Instruction-specific checks and work in VMX root operation at CPL 0."""
+            with m.Switch(op):
+                with m.Case(VMXOp.VMXOFF):
+                    m.d.sync += [in_vmx.eq(0), current_valid.eq(0),
+                                 current_ptr.eq(INVALID_POINTER), vmxon_ptr.eq(0)]
+                    m.d.sync += [slot_valid[i].eq(0) for i in range(n_slots)]
+                    respond(Outcome.SUCCEED)
+
+                with m.Case(VMXOp.VMCLEAR):
+                    with m.If(pointer_invalid):
+                        vmfail(2)
+                    with m.Elif(pointer == vmxon_ptr):
+                        vmfail(3)
+                    with m.Else():
+                        m.d.sync += [xfer_base.eq(pointer[3:maxphy]), xfer_index.eq(0)]
+                        with m.If(hits.any()):
+                            m.d.sync += xfer_slot.eq(hit_slot)
+                            with m.If(slot_dirty[hit_slot]):
+                                m.next = "VMCLEAR-Writeback-Prime"
+                            with m.Else():
+                                m.next = "VMCLEAR-Write-Launch-State"
+                        with m.Else():
+                            m.next = "VMCLEAR-Write-Launch-State"
+
+                with m.Case(VMXOp.VMPTRLD):
+                    with m.If(pointer_invalid):
+                        vmfail(9)
+                    with m.Elif(pointer == vmxon_ptr):
+                        vmfail(10)
+                    with m.Elif(hits.any()):
+                        m.d.sync += [current_valid.eq(1), current_slot.eq(hit_slot),
+                                     current_ptr.eq(pointer)]
+                        respond(Outcome.SUCCEED)
+                    with m.Else():
+                        m.next = "VMPTRLD-Read-Revision"
+
+                with m.Case(VMXOp.VMPTRST):
+                    respond(Outcome.SUCCEED, value=current_ptr)
+
+                with m.Case(VMXOp.VMREAD, VMXOp.VMWRITE):
+                    with m.If(~current_valid):
+                        respond(Outcome.FAIL_INVALID)
+                    with m.Elif(~field_ok):
+                        vmfail(12)
+                    with m.Elif(op == VMXOp.VMREAD):
+                        with m.If(field_high):
+                            respond(Outcome.SUCCEED, value=stored[32:64])
+                        with m.Elif(long_mode):
+                            respond(Outcome.SUCCEED, value=stored)
+                        with m.Else():
+                            respond(Outcome.SUCCEED, value=stored[0:32])
+                    with m.Elif(field_ro & (not caps.vmwrite_exit_info)):
+                        vmfail(13)
+                    with m.Else():
+                        value = operand[0:64]
+                        m.d.comb += [store.w_slot.eq(current_slot), store.w_index.eq(field_index)]
+                        with m.Switch(field_width):
+                            with m.Case(FieldWidth.BITS16):
+                                m.d.comb += [store.w_data.eq(value[0:16]), store.w_en.eq(0b11)]
+                            with m.Case(FieldWidth.BITS32):
+                                m.d.comb += [store.w_data.eq(value[0:32]), store.w_en.eq(0b11)]
+                            with m.Default():
+                                with m.If(field_high):
+                                    m.d.comb += [store.w_data.eq(value[0:32] << 32),
+                                                 store.w_en.eq(0b10)]
+                                with m.Else():
+                                    m.d.comb += [store.w_data.eq(src_value), store.w_en.eq(0b11)]
+                        m.d.sync += slot_dirty[current_slot].eq(1)
+                        respond(Outcome.SUCCEED)
+
+                with m.Case(VMXOp.VMLAUNCH, VMXOp.VMRESUME):
+                    # SDM vol. 3C §31.3 VMLAUNCH/VMRESUME and §27.1 (basic VM-entry checks).
+                    with m.If(~current_valid | slot_shadow[current_slot]):
+                        respond(Outcome.FAIL_INVALID)
+                    with m.Elif(cpu.mov_ss_blocking):
+                        vmfail(26)
+                    with m.Elif(op == VMXOp.VMLAUNCH):
+                        with m.If(slot_launched[current_slot] | slot_corrupt[current_slot]):
+                            vmfail(4)
+                        with m.Else():
+                            m.d.sync += [slot_launched[current_slot].eq(1), non_root.eq(1)]
+                            respond(Outcome.ENTERED)
+                    with m.Else():
+                        with m.If(slot_corrupt[current_slot]):
+                            vmfail(6)
+                        with m.Elif(~slot_launched[current_slot]):
+                            vmfail(5)
+                        with m.Else():
+                            m.d.sync += non_root.eq(1)
+                            respond(Outcome.ENTERED)
+
+                with m.Case(VMXOp.INVEPT):
+                    with m.If(~invept_type_ok):
+                        vmfail(28)
+                    with m.Elif((inv_type == 1) & ~eptp_ok):
+                        vmfail(28)
+                    with m.Else():
+                        respond(Outcome.SUCCEED)
+
+                with m.Case(VMXOp.INVVPID):
+                    with m.If(~invvpid_type_ok | operand[16:64].any()):
+                        vmfail(28)
+                    with m.Elif((inv_type != 2) & (vpid == 0)):
+                        vmfail(28)
+                    with m.Elif((inv_type == 0) & ~canonical):
+                        vmfail(28)
+                    with m.Else():
+                        respond(Outcome.SUCCEED)
+
+                with m.Default():
+                    fault(Fault.UD)
+
+        # A VMREAD's data comes from the store one cycle after acceptance: read the decoded field of
+        # the current VMCS while the command is offered.
+        m.d.comb += [
+            store.r_slot.eq(current_slot),
+            store.r_index.eq(decoder.index),
+            store.r_en.eq(self.cmd.valid & self.cmd.ready),
+        ]
+        stored = store.r_data
+
+        with m.FSM(name="sequencer") as fsm:
+            with m.State("Idle"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    m.d.sync += [
+                        op.eq(self.cmd.payload.op),
+                        reg.eq(self.cmd.payload.reg),
+                        operand.eq(self.cmd.payload.operand),
+                        field_ok.eq(decoder.supported),
+                        field_index.eq(decoder.index),
+                        field_width.eq(decoder.width),
+                        field_ro.eq(decoder.readonly),
+                        field_high.eq(decoder.high),
+                        result.eq(0),
+                    ]
+                    m.next = "Execute"
+
+            with m.State("Execute"):
+                # Common #UD conditions (SDM vol. 3C §31.2): real mode, virtual-8086 mode,
+                # compatibility mode.
+                mode_ud = ~cpu.cr0[0] | cpu.rflags[17] | compat_mode
+                with m.Switch(op):
+                    with m.Case(VMXOp.RDMSR):
+                        with m.If(cpu.cpl != 0):
+                            fault(Fault.GP)
+                        with m.Elif(non_root):
+                            vm_exit(ExitReason.RDMSR)
+                        with m.Elif(~msr_known):
+                            fault(Fault.GP)
+                        with m.Else():
+                            respond(Outcome.SUCCEED, value=msr_value)
+
+                    with m.Case(VMXOp.VMXON):
+                        with m.If(mode_ud | ~cpu.cr4[13]):
+                            fault(Fault.UD)
+                        with m.Elif(~in_vmx):
+                            with m.If((cpu.cpl != 0) | ~cr0_valid | ~cr4_valid |
+                                      ~cpu.feature_control[0] | ~cpu.feature_control[2]):
+                                fault(Fault.GP)
+                            with m.Elif(pointer_invalid):
+                                respond(Outcome.FAIL_INVALID)
+                            with m.Else():
+                                m.next = "VMXON-Read-Revision"
+                        with m.Elif(non_root):
+                            vm_exit(ExitReason.VMXON)
+                        with m.Elif(cpu.cpl != 0):
+                            fault(Fault.GP)
+                        with m.Else():
+                            vmfail(15)
+
+                    with m.Case(VMXOp.VMCALL):
+                        # VMCALL exits before the mode checks (SDM vol. 3C §31.3, VMCALL).
+                        with m.If(~in_vmx):
+                            fault(Fault.UD)
+                        with m.Elif(non_root):
+                            vm_exit(ExitReason.VMCALL)
+                        with m.Elif(cpu.rflags[17] | compat_mode):
+                            fault(Fault.UD)
+                        with m.Elif(cpu.cpl != 0):
+                            fault(Fault.GP)
+                        with m.Else():
+                            vmfail(1)
+
+                    with m.Default():
+                        invept_ud = (op == VMXOp.INVEPT) & (not caps.invept_supported())
+                        invvpid_ud = (op == VMXOp.INVVPID) & (not caps.invvpid_supported())
+                        with m.If(~in_vmx | mode_ud | invept_ud | invvpid_ud):
+                            fault(Fault.UD)
+                        with m.Elif(non_root):
+                            with m.Switch(op):
+                                for vmx_op, reason in exit_reason_of.items():
+                                    with m.Case(vmx_op):
+                                        vm_exit(reason)
+                        with m.Elif(cpu.cpl != 0):
+                            fault(Fault.GP)
+                        with m.Else():
+                            root_instruction()
+
+            # -- VMXON: read the revision identifier of the VMXON region (SDM vol. 3C §31.3) -------
+            with m.State("VMXON-Read-Revision"):
+                bus_access(pointer[3:maxphy])
+                with m.If(self.bus.ack):
+                    revision = self.bus.dat_r[0:32]
+                    with m.If(revision == caps.revision_id):
+                        m.d.sync += [in_vmx.eq(1), non_root.eq(0), vmxon_ptr.eq(pointer),
+                                     current_valid.eq(0), current_ptr.eq(INVALID_POINTER)]
+                        respond(Outcome.SUCCEED)
+                    with m.Else():
+                        respond(Outcome.FAIL_INVALID)
+
+            # -- VMCLEAR: write back a resident VMCS, then mark the region clear -------------------
+            with m.State("VMCLEAR-Writeback-Prime"):
+                m.d.comb += [store.r_slot.eq(xfer_slot), store.r_index.eq(0), store.r_en.eq(1)]
+                m.next = "VMCLEAR-Writeback"
+            with m.State("VMCLEAR-Writeback"):
+                bus_access(xfer_base + field_word[xfer_index], write=True, data=stored)
+                m.d.comb += [store.r_slot.eq(xfer_slot), store.r_index.eq(xfer_index + 1)]
+                with m.If(self.bus.ack):
+                    m.d.comb += store.r_en.eq(1)
+                    m.d.sync += xfer_index.eq(xfer_index + 1)
+                    with m.If(xfer_index == last_index):
+                        m.next = "VMCLEAR-Write-Launch-State"
+            with m.State("VMCLEAR-Write-Launch-State"):
+                bus_access(xfer_base + (_LAUNCH_WORD_OFFSET >> 3), write=True, data=0, sel=0x0F)
+                with m.If(self.bus.ack):
+                    with m.If(hits.any()):
+                        m.d.sync += slot_valid[hit_slot].eq(0)
+                        with m.If(current_valid & (current_slot == hit_slot)):
+                            m.d.sync += [current_valid.eq(0), current_ptr.eq(INVALID_POINTER)]
+                    respond(Outcome.SUCCEED)
+
+            # -- VMPTRLD of a VMCS that is not resident ----------------------------------------------
+            with m.State("VMPTRLD-Read-Revision"):
+                bus_access(pointer[3:maxphy])
+                with m.If(self.bus.ack):
+                    revision = self.bus.dat_r[0:32]
+                    shadow = revision[31]
+                    with m.If((revision[0:31] != caps.revision_id) | (shadow & (not shadowing))):
+                        vmfail(11)
+                    with m.Else():
+                        m.d.sync += [
+                            xfer_slot.eq(victim),
+                            xfer_index.eq(0),
+                            slot_shadow[victim].eq(shadow),
+                            victim_next.eq(Mux(victim == n_slots - 1, 0, victim + 1)),
+                        ]
+                        with m.If(slot_valid[victim] & slot_dirty[victim]):
+                            m.d.sync += xfer_base.eq(Cat(Const(0, 9), slot_tag[victim]))
+                            m.next = "Evict-Writeback-Prime"
+                        with m.Elif(slot_valid[victim]):
+                            m.d.sync += xfer_base.eq(Cat(Const(0, 9), slot_tag[victim]))
+                            m.next = "Evict-Write-Launch-State"
+                        with m.Else():
+                            m.d.sync += xfer_base.eq(pointer[3:maxphy])
+                            m.next = "VMPTRLD-Read-Launch-State"
+            with m.State("Evict-Writeback-Prime"):
+                m.d.comb += [store.r_slot.eq(xfer_slot), store.r_index.eq(0), store.r_en.eq(1)]
+                m.next = "Evict-Writeback"
+            with m.State("Evict-Writeback"):
+                bus_access(xfer_base + field_word[xfer_index], write=True, data=stored)
+                m.d.comb += [store.r_slot.eq(xfer_slot), store.r_index.eq(xfer_index + 1)]
+                with m.If(self.bus.ack):
+                    m.d.comb += store.r_en.eq(1)
+                    m.d.sync += xfer_index.eq(xfer_index + 1)
+                    with m.If(xfer_index == last_index):
+                        m.next = "Evict-Write-Launch-State"
+            with m.State("Evict-Write-Launch-State"):
+                launch_word = Cat(slot_launched[xfer_slot], slot_corrupt[xfer_slot])
+                bus_access(xfer_base + (_LAUNCH_WORD_OFFSET >> 3), write=True, data=launch_word, sel=0x0F)
+                with m.If(self.bus.ack):
+                    m.d.sync += [slot_valid[xfer_slot].eq(0), xfer_base.eq(pointer[3:maxphy])]
+                    with m.If(current_valid & (current_slot == xfer_slot)):
+                        m.d.sync += [current_valid.eq(0), current_ptr.eq(INVALID_POINTER)]
+                    m.next = "VMPTRLD-Read-Launch-State"
+            with m.State("VMPTRLD-Read-Launch-State"):
+                bus_access(xfer_base + (_LAUNCH_WORD_OFFSET >> 3))
+                with m.If(self.bus.ack):
+                    m.d.sync += [
+                        slot_launched[xfer_slot].eq(self.bus.dat_r[0]),
+                        slot_corrupt[xfer_slot].eq(self.bus.dat_r[1]),
+                        xfer_index.eq(0),
+                    ]
+                    m.next = "VMPTRLD-Load"
+            with m.State("VMPTRLD-Load"):
+                bus_access(xfer_base + field_word[xfer_index])
+                with m.If(self.bus.ack):
+                    m.d.comb += [
+                        store.w_slot.eq(xfer_slot),
+                        store.w_index.eq(xfer_index),
+                        store.w_data.eq(self.bus.dat_r),
+                        store.w_en.eq(0b11),
+                    ]
+                    m.d.sync += xfer_index.eq(xfer_index + 1)
+                    with m.If(xfer_index == last_index):
+                        m.next = "VMPTRLD-Mark-Held"
+            with m.State("VMPTRLD-Mark-Held"):
+                launch_word = Cat(slot_launched[xfer_slot], Const(1, 1))
+                bus_access(xfer_base + (_LAUNCH_WORD_OFFSET >> 3), write=True, data=launch_word, sel=0x0F)
+                with m.If(self.bus.ack):
+                    m.d.sync += [
+                        slot_valid[xfer_slot].eq(1),
+                        slot_tag[xfer_slot].eq(pointer_tag),
+                        slot_dirty[xfer_slot].eq(0),
+                        current_valid.eq(1),
+                        current_slot.eq(xfer_slot),
+                        current_ptr.eq(pointer),
+                    ]
+                    respond(Outcome.SUCCEED)
+
+            # -- a VM exit caused by a VMX instruction in non-root operation (SDM vol. 3C §26.1.2) --
+            with m.State("Exit-Write-Reason"):
+                m.d.comb += [
+                    store.w_slot.eq(current_slot),
+                    store.w_index.eq(exit_reason_index),
+                    store.w_data.eq(result.exit_reason),
+                    store.w_en.eq(0b11),
+                ]
+                m.next = "Exit-Write-Qualification"
+            with m.State("Exit-Write-Qualification"):
+                m.d.comb += [
+                    store.w_slot.eq(current_slot),
+                    store.w_index.eq(qualification_index),
+                    store.w_data.eq(result.qualification),
+                    store.w_en.eq(0b11),
+                ]
+                m.d.sync += [non_root.eq(0), slot_dirty[current_slot].eq(1)]
+                m.next = "Respond"
+
+            with m.State("Respond"):
+                m.d.comb += self.resp.valid.eq(1)
+                with m.If(self.resp.ready):
+                    m.next = "Idle"
+
+        # Internal signals a waveform viewer wants (available once the design is elaborated).
+        self.debug_signals = {
+            "state": fsm.state,
+            "store_r_index": store.r_index,
+            "store_w_index": store.w_index,
+            "store_w_en": store.w_en,
+            "store_w_data": store.w_data,
+        }
+        return m

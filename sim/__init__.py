@@ -1,0 +1,1 @@
+"""Simulation drivers, the scenario runner and the ``hwvirt`` command line."""
