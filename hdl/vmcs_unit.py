@@ -45,7 +45,7 @@ from .vmcs_fields import BY_NAME, VMCS_FIELDS, FieldType, FieldWidth
 
 
 __all__ = [
-    "VMXOp", "Outcome", "Fault", "Command", "Result", "ProcessorState", "VMXStatus",
+    "VMXOp", "Outcome", "Fault", "VMInstructionError", "ERROR_DESCRIPTIONS", "Command", "Result", "ProcessorState", "VMXStatus",
     "FieldDecoder", "VMCSStore", "VMCSUnit", "INVALID_POINTER", "REGION_FIELD_BASE",
 ]
 
@@ -54,6 +54,65 @@ INVALID_POINTER = (1 << 64) - 1
 #: Byte offset of the first field in a VMCS region (our layout).
 REGION_FIELD_BASE = 0x10
 _LAUNCH_WORD_OFFSET = 0x8
+
+
+class VMInstructionError(enum.Enum, shape=5):
+    """VM-instruction error numbers, written to VM_INSTRUCTION_ERROR (SDM vol. 3C §31.4, table 31-1)."""
+    VMCALL_IN_ROOT                 = 1
+    VMCLEAR_INVALID_ADDRESS        = 2
+    VMCLEAR_VMXON_POINTER          = 3
+    VMLAUNCH_NONCLEAR_VMCS         = 4
+    VMRESUME_NONLAUNCHED_VMCS      = 5
+    VMRESUME_AFTER_VMXOFF          = 6
+    ENTRY_INVALID_CONTROL_FIELD    = 7
+    ENTRY_INVALID_HOST_STATE_FIELD = 8
+    VMPTRLD_INVALID_ADDRESS        = 9
+    VMPTRLD_VMXON_POINTER          = 10
+    VMPTRLD_INCORRECT_REVISION     = 11
+    UNSUPPORTED_VMCS_COMPONENT     = 12
+    VMWRITE_READ_ONLY_COMPONENT    = 13
+    VMXON_IN_ROOT                  = 15
+    ENTRY_INVALID_EXECUTIVE_VMCS   = 16
+    ENTRY_NONLAUNCHED_EXECUTIVE_VMCS = 17
+    ENTRY_EXECUTIVE_VMCS_NOT_VMXON = 18
+    VMCALL_NONCLEAR_VMCS           = 19
+    VMCALL_INVALID_EXIT_CONTROLS   = 20
+    VMCALL_INCORRECT_MSEG_REVISION = 22
+    VMXOFF_DUAL_MONITOR            = 23
+    VMCALL_INVALID_SMM_FEATURES    = 24
+    ENTRY_INVALID_EXECUTIVE_CONTROLS = 25
+    ENTRY_EVENTS_BLOCKED_BY_MOV_SS = 26
+    INVALID_INVEPT_INVVPID_OPERAND = 28
+
+
+#: Readable meaning of each VM-instruction error, for reports.
+ERROR_DESCRIPTIONS = {
+    VMInstructionError.VMCALL_IN_ROOT: "VMCALL executed in VMX root operation",
+    VMInstructionError.VMCLEAR_INVALID_ADDRESS: "VMCLEAR with invalid physical address",
+    VMInstructionError.VMCLEAR_VMXON_POINTER: "VMCLEAR with VMXON pointer",
+    VMInstructionError.VMLAUNCH_NONCLEAR_VMCS: "VMLAUNCH with non-clear VMCS",
+    VMInstructionError.VMRESUME_NONLAUNCHED_VMCS: "VMRESUME with non-launched VMCS",
+    VMInstructionError.VMRESUME_AFTER_VMXOFF: "VMRESUME after VMXOFF (VMCS corrupted)",
+    VMInstructionError.ENTRY_INVALID_CONTROL_FIELD: "VM entry with invalid control field(s)",
+    VMInstructionError.ENTRY_INVALID_HOST_STATE_FIELD: "VM entry with invalid host-state field(s)",
+    VMInstructionError.VMPTRLD_INVALID_ADDRESS: "VMPTRLD with invalid physical address",
+    VMInstructionError.VMPTRLD_VMXON_POINTER: "VMPTRLD with VMXON pointer",
+    VMInstructionError.VMPTRLD_INCORRECT_REVISION: "VMPTRLD with incorrect VMCS revision identifier",
+    VMInstructionError.UNSUPPORTED_VMCS_COMPONENT: "VMREAD/VMWRITE from/to unsupported VMCS component",
+    VMInstructionError.VMWRITE_READ_ONLY_COMPONENT: "VMWRITE to read-only VMCS component",
+    VMInstructionError.VMXON_IN_ROOT: "VMXON executed in VMX root operation",
+    VMInstructionError.ENTRY_INVALID_EXECUTIVE_VMCS: "VM entry with invalid executive-VMCS pointer",
+    VMInstructionError.ENTRY_NONLAUNCHED_EXECUTIVE_VMCS: "VM entry with non-launched executive VMCS",
+    VMInstructionError.ENTRY_EXECUTIVE_VMCS_NOT_VMXON: "VM entry with executive-VMCS pointer not VMXON pointer",
+    VMInstructionError.VMCALL_NONCLEAR_VMCS: "VMCALL with non-clear VMCS",
+    VMInstructionError.VMCALL_INVALID_EXIT_CONTROLS: "VMCALL with invalid VM-exit control fields",
+    VMInstructionError.VMCALL_INCORRECT_MSEG_REVISION: "VMCALL with incorrect MSEG revision identifier",
+    VMInstructionError.VMXOFF_DUAL_MONITOR: "VMXOFF under dual-monitor treatment of SMIs and SMM",
+    VMInstructionError.VMCALL_INVALID_SMM_FEATURES: "VMCALL with invalid SMM-monitor features",
+    VMInstructionError.ENTRY_INVALID_EXECUTIVE_CONTROLS: "VM entry with invalid VM-execution control fields in executive VMCS",
+    VMInstructionError.ENTRY_EVENTS_BLOCKED_BY_MOV_SS: "VM entry with events blocked by MOV SS",
+    VMInstructionError.INVALID_INVEPT_INVVPID_OPERAND: "invalid operand to INVEPT/INVVPID",
+}
 
 
 class VMXOp(enum.Enum, shape=4):
@@ -442,12 +501,12 @@ class VMCSUnit(wiring.Component):
         def vmfail(number):
             """VMfail(n): VMfailValid(n) with n written to the current VMCS, else VMfailInvalid."""
             with m.If(current_valid):
-                respond(Outcome.FAIL_VALID, error=number)
+                respond(Outcome.FAIL_VALID, error=number.value)
                 m.d.sync += slot_dirty[current_slot].eq(1)
                 m.d.comb += [
                     store.w_slot.eq(current_slot),
                     store.w_index.eq(error_index),
-                    store.w_data.eq(number),
+                    store.w_data.eq(number.value),
                     store.w_en.eq(0b11),
                 ]
             with m.Else():
@@ -491,9 +550,9 @@ class VMCSUnit(wiring.Component):
 
                 with m.Case(VMXOp.VMCLEAR):
                     with m.If(pointer_invalid):
-                        vmfail(2)
+                        vmfail(VMInstructionError.VMCLEAR_INVALID_ADDRESS)
                     with m.Elif(pointer == vmxon_ptr):
-                        vmfail(3)
+                        vmfail(VMInstructionError.VMCLEAR_VMXON_POINTER)
                     with m.Else():
                         m.d.sync += [xfer_base.eq(pointer[3:maxphy]), xfer_index.eq(0)]
                         with m.If(hits.any()):
@@ -507,9 +566,9 @@ class VMCSUnit(wiring.Component):
 
                 with m.Case(VMXOp.VMPTRLD):
                     with m.If(pointer_invalid):
-                        vmfail(9)
+                        vmfail(VMInstructionError.VMPTRLD_INVALID_ADDRESS)
                     with m.Elif(pointer == vmxon_ptr):
-                        vmfail(10)
+                        vmfail(VMInstructionError.VMPTRLD_VMXON_POINTER)
                     with m.Elif(hits.any()):
                         m.d.sync += [current_valid.eq(1), current_slot.eq(hit_slot),
                                      current_ptr.eq(pointer)]
@@ -524,7 +583,7 @@ class VMCSUnit(wiring.Component):
                     with m.If(~current_valid):
                         respond(Outcome.FAIL_INVALID)
                     with m.Elif(~field_ok):
-                        vmfail(12)
+                        vmfail(VMInstructionError.UNSUPPORTED_VMCS_COMPONENT)
                     with m.Elif(op == VMXOp.VMREAD):
                         with m.If(field_high):
                             respond(Outcome.SUCCEED, value=stored[32:64])
@@ -533,7 +592,7 @@ class VMCSUnit(wiring.Component):
                         with m.Else():
                             respond(Outcome.SUCCEED, value=stored[0:32])
                     with m.Elif(field_ro & (not caps.vmwrite_exit_info)):
-                        vmfail(13)
+                        vmfail(VMInstructionError.VMWRITE_READ_ONLY_COMPONENT)
                     with m.Else():
                         value = operand[0:64]
                         m.d.comb += [store.w_slot.eq(current_slot), store.w_index.eq(field_index)]
@@ -556,37 +615,37 @@ class VMCSUnit(wiring.Component):
                     with m.If(~current_valid | slot_shadow[current_slot]):
                         respond(Outcome.FAIL_INVALID)
                     with m.Elif(cpu.mov_ss_blocking):
-                        vmfail(26)
+                        vmfail(VMInstructionError.ENTRY_EVENTS_BLOCKED_BY_MOV_SS)
                     with m.Elif(op == VMXOp.VMLAUNCH):
                         with m.If(slot_launched[current_slot] | slot_corrupt[current_slot]):
-                            vmfail(4)
+                            vmfail(VMInstructionError.VMLAUNCH_NONCLEAR_VMCS)
                         with m.Else():
                             m.d.sync += [slot_launched[current_slot].eq(1), non_root.eq(1)]
                             respond(Outcome.ENTERED)
                     with m.Else():
                         with m.If(slot_corrupt[current_slot]):
-                            vmfail(6)
+                            vmfail(VMInstructionError.VMRESUME_AFTER_VMXOFF)
                         with m.Elif(~slot_launched[current_slot]):
-                            vmfail(5)
+                            vmfail(VMInstructionError.VMRESUME_NONLAUNCHED_VMCS)
                         with m.Else():
                             m.d.sync += non_root.eq(1)
                             respond(Outcome.ENTERED)
 
                 with m.Case(VMXOp.INVEPT):
                     with m.If(~invept_type_ok):
-                        vmfail(28)
+                        vmfail(VMInstructionError.INVALID_INVEPT_INVVPID_OPERAND)
                     with m.Elif((inv_type == 1) & ~eptp_ok):
-                        vmfail(28)
+                        vmfail(VMInstructionError.INVALID_INVEPT_INVVPID_OPERAND)
                     with m.Else():
                         respond(Outcome.SUCCEED)
 
                 with m.Case(VMXOp.INVVPID):
                     with m.If(~invvpid_type_ok | operand[16:64].any()):
-                        vmfail(28)
+                        vmfail(VMInstructionError.INVALID_INVEPT_INVVPID_OPERAND)
                     with m.Elif((inv_type != 2) & (vpid == 0)):
-                        vmfail(28)
+                        vmfail(VMInstructionError.INVALID_INVEPT_INVVPID_OPERAND)
                     with m.Elif((inv_type == 0) & ~canonical):
-                        vmfail(28)
+                        vmfail(VMInstructionError.INVALID_INVEPT_INVVPID_OPERAND)
                     with m.Else():
                         respond(Outcome.SUCCEED)
 
@@ -650,7 +709,7 @@ class VMCSUnit(wiring.Component):
                         with m.Elif(cpu.cpl != 0):
                             fault(Fault.GP)
                         with m.Else():
-                            vmfail(15)
+                            vmfail(VMInstructionError.VMXON_IN_ROOT)
 
                     with m.Case(VMXOp.VMCALL):
                         # VMCALL exits before the mode checks (SDM vol. 3C §31.3, VMCALL).
@@ -663,7 +722,7 @@ class VMCSUnit(wiring.Component):
                         with m.Elif(cpu.cpl != 0):
                             fault(Fault.GP)
                         with m.Else():
-                            vmfail(1)
+                            vmfail(VMInstructionError.VMCALL_IN_ROOT)
 
                     with m.Default():
                         invept_ud = (op == VMXOp.INVEPT) & (not caps.invept_supported())
@@ -720,7 +779,7 @@ class VMCSUnit(wiring.Component):
                     revision = self.bus.dat_r[0:32]
                     shadow = revision[31]
                     with m.If((revision[0:31] != caps.revision_id) | (shadow & (not shadowing))):
-                        vmfail(11)
+                        vmfail(VMInstructionError.VMPTRLD_INCORRECT_REVISION)
                     with m.Else():
                         m.d.sync += [
                             xfer_slot.eq(victim),

@@ -19,7 +19,7 @@ from hwvirt.hdl.vmcs_unit import Fault, Outcome, VMCSUnit, VMXOp
 from .driver import PhysicalMemory, PortIO, UnitDriver
 
 
-__all__ = ["BACKENDS", "execute_steps", "run_scenario", "build_unit", "expect_mismatches", "STEP_KEYS"]
+__all__ = ["BACKENDS", "execute_steps", "run_scenario", "build_unit", "build_unit_from_config", "expect_mismatches", "STEP_KEYS"]
 
 BACKENDS = ("pysim", "icarus")
 
@@ -47,9 +47,14 @@ _INSTRUCTIONS = {
 _VALUE_OPS = {"vmread", "vmptrst", "rdmsr", "mem_read"}
 
 
+def build_unit_from_config(config):
+    """The :class:`VMCSUnit` a ``[config]`` (:class:`~hwvirt.sim.scenario.Config`) describes."""
+    return VMCSUnit(config.capabilities(), cache_slots=config.vmcs_cache_slots)
+
+
 def build_unit(scenario):
     """The :class:`VMCSUnit` a scenario's ``[config]`` describes."""
-    return VMCSUnit(scenario.config.capabilities(), cache_slots=scenario.config.vmcs_cache_slots)
+    return build_unit_from_config(scenario.config)
 
 
 def _step_result(step, result, cycles):

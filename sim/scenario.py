@@ -96,8 +96,8 @@ vmlaunch                                              VMLAUNCH
 vmresume                                              VMRESUME
 vmcall                                                VMCALL
 invept        type, eptp                              INVEPT; descriptor bits 127:64 are zero
-invvpid       type, vpid, [addr], [descriptor_reserved]  INVVPID; vpid = descriptor bits 15:0 (16 bit),
-                                                      addr = linear address (bits 127:64, default 0),
+invvpid       type, vpid, [addr],                     INVVPID; vpid = descriptor bits 15:0 (16 bit),
+              [descriptor_reserved]                   addr = linear address (bits 127:64, default 0),
                                                       descriptor_reserved = bits 63:16 (48 bit,
                                                       default 0)
 rdmsr         msr                                     RDMSR (32-bit index); the MSR value is the result
@@ -118,14 +118,17 @@ them with VM-instruction error 12, which is something a scenario may want to sho
 key            meaning
 =============  ===============================================================================
 outcome        succeed, fail_invalid, fail_valid, fault, entered, entry_failed, exit, no_exit
-error          VM-instruction error number (with fail_valid); fail_invalid has none
-fault          "UD" or "GP" (the exception raised; implies outcome = fault)
-value          the step's result value (vmread, vmptrst, rdmsr, mem_read)
-exit_reason    exit reason of a VM exit or a failed VM entry
-qualification  exit qualification
+error          VM-instruction error number; only with fail_valid (fail_invalid has none)
+fault          "UD" or "GP", the exception raised; only with fault
+value          the step's result value (vmread, vmptrst, rdmsr, mem_read); only with succeed
+exit_reason    exit reason of a VM exit or a failed VM entry; only with exit or entry_failed
+qualification  exit qualification; only with exit or entry_failed
 check          name of the entry check expected to fail (a string)
 cycles         clock cycles the step takes
 =============  ===============================================================================
+
+A key that the given ``outcome`` never reports (``error`` next to fail_invalid, say) is an error.
+Without ``outcome`` the keys are checked on their own.
 
 Data model
 ----------
@@ -144,6 +147,7 @@ from typing import Callable, NamedTuple
 
 
 __all__ = [
+    "load_config",
     "ScenarioError", "Scenario", "Config", "Step", "load_scenario", "parse_scenario",
     "OPS", "OUTCOMES", "FAULTS", "CPU_DEFAULTS", "ARCHES",
 ]
@@ -221,9 +225,10 @@ def _uint(bits=64):
 def _int_range(low, high=None):
     def convert(where, key, value):
         value = _to_int(where, key, value)
-        if value < low or (high is not None and value > high):
-            upper = "" if high is None else f" … {high}"
-            raise where.error(f"{key!r}: value {value} is outside {low}{upper}")
+        if high is None and value < low:
+            raise where.error(f"{key!r}: value {value} is less than {low}")
+        if high is not None and not low <= value <= high:
+            raise where.error(f"{key!r}: value {value} is outside {low} … {high}")
         return value
     return convert
 
@@ -258,7 +263,7 @@ def _encoding(where, key, spec):
     from hwvirt.hdl.vmcs_fields import lookup_encoding
     shown = f"{spec:#x}" if isinstance(spec, int) and not isinstance(spec, bool) else repr(spec)
     if isinstance(spec, bool) or not isinstance(spec, (int, str)):
-        raise where.error(f"{key}: expected a field name or encoding, not {spec!r}")
+        raise where.error(f"{key!r}: expected a field name or encoding, not {spec!r}")
     if isinstance(spec, int):
         spec = _to_int(where, key, spec)
     try:
@@ -324,6 +329,15 @@ _EXPECT_KEYS = {
     "qualification": _uint(),
     "check": _string,
     "cycles": _uint(),
+}
+
+#: The outcomes that report an expect key; any other outcome next to that key is a contradiction.
+_EXPECT_OUTCOMES = {
+    "error": ("fail_valid",),
+    "fault": ("fault",),
+    "value": ("succeed",),
+    "exit_reason": ("exit", "entry_failed"),
+    "qualification": ("exit", "entry_failed"),
 }
 
 #: Every operand any op takes, with its converter.
@@ -514,9 +528,10 @@ def _msr_overrides(where, key, value):
     return out
 
 
-def _table(where, key, value):
+def _table(where, key, value, form=None):
     if not isinstance(value, dict):
-        raise where.error(f"{key!r} must be a table ([{key}]), not {value!r}")
+        form = form or f"[{key}]"
+        raise where.error(f"{key!r} must be a table ({form}), not {value!r}")
     return value
 
 
@@ -538,21 +553,38 @@ def _parse_step(source, index, table):
     where = _Where(source, f"step {index} ({op})")
     args = _operands(where, table, OPS[op], ignore=_STEP_COMMON)
     expect = {}
-    raw_expect = _table(where, "expect", table.get("expect", {}))
+    raw_expect = _table(where, "expect", table.get("expect", {}), "expect = { outcome = ... }")
     expect_where = _Where(source, f"{where.label}: expect")
     for key, value in raw_expect.items():
         if key not in _EXPECT_KEYS:
             raise expect_where.unknown("key", key, _EXPECT_KEYS)
         expect[key] = _EXPECT_KEYS[key](expect_where, key, value)
-    if "fault" in expect and expect.get("outcome", "fault") != "fault":
-        raise expect_where.error(f"'fault' contradicts outcome {expect['outcome']!r}")
-    if expect.get("error") and expect.get("outcome") == "fail_invalid":
-        raise expect_where.error("fail_invalid records no error number (that is fail_valid)")
+    outcome = expect.get("outcome")
+    for key, outcomes in _EXPECT_OUTCOMES.items():
+        if key in expect and outcome is not None and outcome not in outcomes:
+            raise expect_where.error(f"{key!r} contradicts outcome {outcome!r} "
+                                     f"(only {' or '.join(outcomes)} report{'s' * (len(outcomes) == 1)} it)")
     comment = _string(where, "comment", table.get("comment", ""))
     return Step(index=index, op=op, args=args, expect=expect, comment=comment)
 
 
 _TOP_KEYS = ("name", "arch", "description", "config", "cpu", "memory", "step")
+
+
+def _parse_config(source, top, doc):
+    where = _Where(source, "[config]")
+    config_keys = _config_keys()
+    config_args = {}
+    for key, value in _table(top, "config", doc.get("config", {})).items():
+        if key not in config_keys:
+            raise where.unknown("key", key, config_keys)
+        config_args[key] = config_keys[key](where, key, value)
+    config = Config(**config_args)
+    try:
+        config.capabilities()
+    except ScenarioError as exc:
+        raise ScenarioError(f"{source}: {exc}") from None
+    return config
 
 
 def parse_scenario(text, source="<string>"):
@@ -585,18 +617,7 @@ def parse_scenario(text, source="<string>"):
     description = _string(top, "description", doc.get("description", ""))
     arch = _word_choice(ARCHES)(top, "arch", doc.get("arch", "vmx"))
 
-    where = _Where(source, "[config]")
-    config_keys = _config_keys()
-    config_args = {}
-    for key, value in _table(top, "config", doc.get("config", {})).items():
-        if key not in config_keys:
-            raise where.unknown("key", key, config_keys)
-        config_args[key] = config_keys[key](where, key, value)
-    config = Config(**config_args)
-    try:
-        config.capabilities()
-    except ScenarioError as exc:
-        raise ScenarioError(f"{source}: {exc}") from None
+    config = _parse_config(source, top, doc)
 
     where = _Where(source, "[cpu]")
     cpu = dict(CPU_DEFAULTS)
@@ -625,3 +646,20 @@ def load_scenario(path):
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(f"{path}: cannot read: {exc}") from None
     return parse_scenario(text, source=str(path))
+
+
+def load_config(path):
+    """The ``[config]`` table of a TOML file (a scenario, or a file holding only ``[config]``).
+
+    ``None`` gives the default configuration. Other top-level keys of the file are not checked here.
+    """
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{path}: TOML syntax error: {exc}") from None
+    return _parse_config(str(path), _Where(str(path), ""), doc)

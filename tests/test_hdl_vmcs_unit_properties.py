@@ -1,0 +1,307 @@
+"""Property tests: the VMCS unit (pysim) against the reference model in ``vmx_model.py``.
+
+* Random programs of VMPTRLD / VMCLEAR / VMWRITE / VMREAD (with VMLAUNCH, VMRESUME, VMPTRST, VMCALL,
+  VMXOFF+VMXON, processor-mode changes and peeks at launch words) over more VMCS regions than cache
+  slots: every result row agrees with the model, and after VMCLEARing everything every word of
+  every region agrees with the model's memory.
+* Encoding sweeps: VMREAD and VMWRITE of every encoding 0x0000–0x7FFF in one scenario each, plus
+  reserved-bit patterns in and outside 64-bit mode, checked against the model and against counts
+  that follow from the architecture alone.
+"""
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from hwvirt.hdl.capabilities import DEFAULT_FEATURES, MSR, VMXCapabilities
+from hwvirt.hdl.vmcs_fields import VMCS_FIELDS, FieldType, field_name, lookup_encoding
+from hwvirt.sim.runner import run_scenario
+from hwvirt.sim.scenario import Config
+
+from vmx_model import (
+    CPU_RESET, FIELD_BASE, LAUNCH_WORD_OFFSET, ROW_KEYS, field_offset, model_rows, region_words,
+    scenario, step,
+)
+
+
+REVISION = 4
+VMXON_REGION = 0x1000
+REGION_BASE = 0x10000
+UNSET_PAGE = 0x9000                  # never written: revision 0
+MAXPHYADDR = 39
+
+#: The smallest configuration: no optional feature (115 fields), so loads are short.
+REDUCED = {name: False for name in DEFAULT_FEATURES}
+#: ... plus VMCS shadowing (a VMCS with revision bit 31 set may be loaded).
+REDUCED_SHADOWING = {**REDUCED, "secondary_controls": True, "vmcs_shadowing": True}
+
+#: Processor states a program switches between (complete, so each switch is self-contained).
+CPU_STATES = {
+    "long":   dict(CPU_RESET),
+    "prot32": {**CPU_RESET, "efer": 0x0, "cs_l": 0},          # 32-bit protected mode, paging on
+    "compat": {**CPU_RESET, "cs_l": 0},                        # compatibility mode: #UD
+    "user":   {**CPU_RESET, "cpl": 3},                         # #GP(0)
+    "movss":  {**CPU_RESET, "mov_ss_blocking": 1},             # VM entry fails with 26
+}
+
+U64 = (1 << 64) - 1
+
+
+def _u32(value):
+    return value.to_bytes(4, "little")
+
+
+def row_of(hw_row):
+    return {k: hw_row[k] for k in ROW_KEYS}
+
+
+def describe(scn, index, hw, expected):
+    """A readable report of the first disagreement: the program up to it and both answers."""
+    lines = [f"step {index + 1} disagrees:", f"  hardware {hw!r}", f"  model    {expected!r}",
+             "program (last 40 steps):"]
+    for s in scn.steps[max(0, index - 40):index + 1]:
+        args = dict(s.args)
+        if "field" in args:
+            args["field"] = field_name(args["field"])
+        if "fields" in args:
+            args["fields"] = [(field_name(e), hex(v)) for e, v in args["fields"]]
+        lines.append(f"  {s.index:4d} {s.op} {args}")
+    return "\n".join(lines)
+
+
+def compare(scn, *, cycle_slack=4):
+    """Run ``scn`` on the hardware and the model; assert every row (and a cycle bound) agrees."""
+    hw_rows = run_scenario(scn)["steps"]
+    model, words, _ = model_rows(scn)
+    assert len(hw_rows) == len(model)
+    for i, (hw, expected, moved) in enumerate(zip(hw_rows, model, words)):
+        got = row_of(hw)
+        assert got == expected, describe(scn, i, got, expected)
+        # Every instruction finishes within (64-bit words moved over the bus) + a small constant.
+        assert hw["cycles"] <= moved + cycle_slack, (
+            f"step {i + 1} ({hw['op']}): {hw['cycles']} cycles for {moved} bus words")
+    return hw_rows, model
+
+
+# -- random programs ----------------------------------------------------------------------------
+
+@st.composite
+def programs(draw):
+    slots = draw(st.integers(1, 3))
+    n_regions = draw(st.integers(3, 5))
+    shadowing = draw(st.booleans())
+    misc29 = draw(st.booleans())
+    features = REDUCED_SHADOWING if shadowing else REDUCED
+    msr = {}
+    if not misc29:
+        misc = VMXCapabilities(features=[n for n, on in features.items() if on]).misc
+        msr[MSR.IA32_VMX_MISC] = misc & ~(1 << 29)
+    config = Config(vmcs_cache_slots=slots, features=features, msr=msr)
+    caps = config.capabilities()
+    supported = caps.supported_fields
+    regions = [REGION_BASE + 0x1000 * i for i in range(n_regions)]
+
+    # Initial memory: revision words (mostly right), launch words, a few preset field values.
+    memory = [(VMXON_REGION, _u32(REVISION))]
+    for base in regions:
+        revision = draw(st.sampled_from([REVISION] * 6 + [REVISION | 1 << 31, 5, 0]))
+        launch = draw(st.sampled_from([0, 0, 0, 1, 2, 3]))
+        memory.append((base, _u32(revision)))
+        memory.append((base + LAUNCH_WORD_OFFSET, _u32(launch)))
+        for field in draw(st.lists(st.sampled_from(supported), max_size=6, unique=True)):
+            value = draw(st.integers(0, (1 << field.bits) - 1))
+            memory.append((base + field_offset(field.encoding), value.to_bytes(8, "little")))
+
+    full = [f.encoding for f in supported]
+    high = [f.encoding | 1 for f in supported if f.has_high]
+    unsupported = ([f.encoding for f in VMCS_FIELDS if f not in supported]
+                   + [f.encoding | 1 for f in supported if not f.has_high])
+    reserved_bits = [12, *range(15, 64)]
+    encodings = st.one_of(
+        st.sampled_from(full), st.sampled_from(full), st.sampled_from(full),
+        st.sampled_from(high),
+        st.sampled_from(unsupported),
+        st.integers(0, 0x7FFF),
+        st.builds(lambda e, b: e | (1 << b), st.sampled_from(full + high), st.sampled_from(reserved_bits)),
+    )
+    values = st.one_of(st.integers(0, U64), st.sampled_from([0, 1, 0xFFFF, 0xFFFF_FFFF, U64,
+                                                             0x8000_0000_0000_0000]))
+    pointers = st.one_of(
+        st.sampled_from(regions), st.sampled_from(regions), st.sampled_from(regions),
+        st.sampled_from([VMXON_REGION, UNSET_PAGE, regions[0] + 0x10, regions[-1] + 0x800,
+                         regions[1] | (1 << MAXPHYADDR), regions[0] | (1 << 63)]),
+    )
+
+    def vmwrite(e, v):
+        return [step("vmwrite", fields=[(e, v)])]
+
+    ops = st.one_of(
+        st.builds(lambda p: [step("vmptrld", addr=p)], pointers),
+        st.builds(lambda p: [step("vmptrld", addr=p)], pointers),
+        st.builds(lambda p: [step("vmclear", addr=p)], pointers),
+        st.builds(vmwrite, encodings, values),
+        st.builds(vmwrite, encodings, values),
+        st.builds(lambda e: [step("vmread", field=e)], encodings),
+        st.builds(lambda e: [step("vmread", field=e)], encodings),
+        st.sampled_from([[step("vmlaunch")], [step("vmresume")], [step("vmptrst")],
+                         [step("vmcall")], [step("vmxoff"), step("vmxon", addr=VMXON_REGION)]]),
+        st.builds(lambda name: [step("set_cpu", **CPU_STATES[name])],
+                  st.sampled_from(["long", "long", "long", "prot32", "prot32", "compat", "user",
+                                   "movss"])),
+        st.builds(lambda base: [step("mem_read", addr=base + LAUNCH_WORD_OFFSET, width=32)],
+                  st.sampled_from(regions)),
+    )
+    body = [s for group in draw(st.lists(ops, min_size=20, max_size=60)) for s in group]
+
+    steps = [step("vmxon", addr=VMXON_REGION), *body,
+             # Back to a known state: 64-bit mode, root operation (VMCALL exits from a guest),
+             # in VMX operation (VMXON re-enters if a VMXOFF left it), then flush everything.
+             step("set_cpu", **CPU_STATES["long"]), step("vmcall"), step("vmxon", addr=VMXON_REGION),
+             *(step("vmclear", addr=base) for base in regions)]
+    # Every word of every region as the processor left it (revision … last catalogue field).
+    for base in (VMXON_REGION, *regions):
+        steps += [step("mem_read", addr=base + 8 * k, width=64) for k in range(region_words())]
+    return scenario(steps, config=config, memory=memory, name="random-program")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.data_too_large])
+@given(programs())
+def test_random_programs_agree_with_model(scn):
+    compare(scn)
+
+
+def test_program_exercises_eviction_and_corruption():
+    """A fixed program that reaches the interesting cache paths, whatever hypothesis draws."""
+    regions = [REGION_BASE + 0x1000 * i for i in range(4)]
+    memory = [(VMXON_REGION, _u32(REVISION))] + [(b, _u32(REVISION)) for b in regions]
+    body = []
+    for i, base in enumerate(regions):               # fill the cache and evict dirty VMCSs
+        body += [step("vmptrld", addr=base), step("vmwrite", field="GUEST_RIP", value=0x1000 + i),
+                 step("vmwrite", field="TSC_OFFSET_HIGH", value=0xA0 + i)]
+    body += [step("vmlaunch"), step("vmread", field="GUEST_RIP")]          # exit 23: dirty again
+    body += [step("mem_read", addr=b + LAUNCH_WORD_OFFSET, width=32) for b in regions]
+    body += [step("vmxoff"), step("vmxon", addr=VMXON_REGION)]             # drop the cache
+    for base in regions:
+        body += [step("vmptrld", addr=base), step("vmread", field="GUEST_RIP"),
+                 step("vmread", field="TSC_OFFSET"), step("vmresume"), step("vmcall"),
+                 step("vmlaunch"), step("vmcall")]        # a VMCALL after an entry exits
+    body += [step("vmclear", addr=b) for b in regions]
+    body += [step("mem_read", addr=b + 8 * k, width=64) for b in regions for k in range(region_words())]
+    for slots in (1, 2, 3):
+        scn = scenario([step("vmxon", addr=VMXON_REGION), *body], memory=memory,
+                       config=Config(vmcs_cache_slots=slots, features=REDUCED))
+        hw_rows, model = compare(scn)
+        # The program does reach both corruption outcomes (VMRESUME 6 and VMLAUNCH 4).
+        errors = {(r["op"], r["error"]) for r in hw_rows if r["outcome"] == "fail_valid"}
+        assert ("vmresume", 6) in errors and ("vmlaunch", 4) in errors, errors
+
+
+# -- encoding sweeps ---------------------------------------------------------------------------
+
+def distinctive(encoding):
+    """A value with bits in every byte that tells fields apart after truncation."""
+    return ((0xA5 ^ (encoding & 0xFF)) << 56) | (encoding << 40) | (0x5A << 32) | (encoding << 16) \
+        | ((encoding * 0x9E37) & 0xFFFF)
+
+
+SWEEP = range(0x8000)
+# Supported encodings of each width (and a VM-exit information field) to decorate with reserved bits.
+RESERVED_BASES = ("GUEST_ES_SELECTOR", "TSC_OFFSET", "TSC_OFFSET_HIGH", "CPU_BASED_VM_EXEC_CONTROL",
+                  "GUEST_RIP", "VM_INSTRUCTION_ERROR", "VIRTUAL_PROCESSOR_ID")
+
+
+def _sweep_memory():
+    return [(VMXON_REGION, _u32(REVISION)), (REGION_BASE, _u32(REVISION))]
+
+
+def _architectural_counts(caps, *, misc29):
+    """How many of the 2**15 encodings a VMWRITE sweep must accept, and fail with 12 / 13."""
+    accessible = [(f, h) for f in caps.supported_fields for h in ((False, True) if f.has_high else (False,))]
+    readonly = sum(1 for f, _ in accessible if f.type == FieldType.EXIT_INFORMATION)
+    ok = len(accessible) - (0 if misc29 else readonly)
+    return ok, 0x8000 - len(accessible), (0 if misc29 else readonly)
+
+
+def test_vmread_encoding_sweep_and_reserved_bits():
+    """VMWRITE a distinctive value into every field, then VMREAD every encoding; reserved bits."""
+    config = Config()                                # the default configuration: 152 fields
+    caps = config.capabilities()
+    steps = [step("vmxon", addr=VMXON_REGION), step("vmptrld", addr=REGION_BASE)]
+    steps += [step("vmwrite", fields=[(f.encoding, distinctive(f.encoding))]) for f in caps.supported_fields]
+    first_read = len(steps)
+    steps += [step("vmread", field=e) for e in SWEEP]
+    last_read = len(steps)
+    patterns = [(lookup_encoding(name), bit) for name in RESERVED_BASES for bit in (12, *range(15, 64))]
+    for mode in ("long", "prot32"):
+        steps.append(step("set_cpu", **CPU_STATES[mode]))
+        for encoding, bit in patterns:
+            steps.append(step("vmread", field=encoding | (1 << bit)))
+            steps.append(step("vmwrite", fields=[(encoding | (1 << bit), distinctive(bit))]))
+    scn = scenario(steps, config=config, memory=_sweep_memory(), name="vmread-sweep")
+    hw_rows, model = compare(scn)
+
+    # Independently of the model: exactly the supported fields and the high halves of the 64-bit
+    # ones are readable, everything else is error 12 (SDM vol. 3C §24.11.2, VMREAD).
+    reads = hw_rows[first_read:last_read]
+    readable = {f.encoding for f in caps.supported_fields} | \
+        {f.encoding | 1 for f in caps.supported_fields if f.has_high}
+    for encoding, row in zip(SWEEP, reads):
+        if encoding in readable:
+            assert row["outcome"] == "succeed", (hex(encoding), row)
+        else:
+            assert (row["outcome"], row["error"]) == ("fail_valid", 12), (hex(encoding), row)
+    # The high half of TSC_OFFSET reads bits 63:32 of what was written to the full field.
+    tsc = lookup_encoding("TSC_OFFSET")
+    assert reads[tsc + 1]["value"] == distinctive(tsc) >> 32
+    # Reserved bits: bit 12 and bits 31:15 always fail; bits 63:32 fail only in 64-bit mode.
+    tail = hw_rows[last_read:]
+    per_mode = 1 + 2 * len(patterns)
+    for mode_index, mode in enumerate(("long", "prot32")):
+        rows = tail[mode_index * per_mode + 1:(mode_index + 1) * per_mode]
+        for (encoding, bit), read, write in zip(patterns, rows[0::2], rows[1::2]):
+            ignored = mode == "prot32" and bit >= 32
+            supported = caps.field_supported(next(f for f in VMCS_FIELDS if f.encoding == encoding & ~1))
+            for row in (read, write):
+                if ignored and supported:
+                    assert row["outcome"] == "succeed", (mode, hex(encoding), bit, row)
+                else:
+                    assert (row["outcome"], row["error"]) == ("fail_valid", 12), (mode, hex(encoding), bit, row)
+
+
+def _vmwrite_sweep(misc29):
+    features = dict(REDUCED)
+    msr = {}
+    if not misc29:
+        msr[MSR.IA32_VMX_MISC] = VMXCapabilities(features=()).misc & ~(1 << 29)
+    config = Config(features=features, msr=msr)
+    caps = config.capabilities()
+    assert caps.vmwrite_exit_info == misc29
+    steps = [step("vmxon", addr=VMXON_REGION), step("vmptrld", addr=REGION_BASE)]
+    first = len(steps)
+    steps += [step("vmwrite", fields=[(e, distinctive(e))]) for e in SWEEP]
+    steps += [step("vmread", field=f.encoding) for f in caps.supported_fields]
+    steps += [step("vmclear", addr=REGION_BASE)]
+    steps += [step("mem_read", addr=REGION_BASE + 8 * k, width=64) for k in range(region_words())]
+    scn = scenario(steps, config=config, memory=_sweep_memory(), name=f"vmwrite-sweep-misc29-{misc29}")
+    hw_rows, _ = compare(scn)
+    writes = hw_rows[first:first + len(SWEEP)]
+    ok = sum(r["outcome"] == "succeed" for r in writes)
+    e12 = sum(r["outcome"] == "fail_valid" and r["error"] == 12 for r in writes)
+    e13 = sum(r["outcome"] == "fail_valid" and r["error"] == 13 for r in writes)
+    assert (ok, e12, e13) == _architectural_counts(caps, misc29=misc29)
+    assert ok + e12 + e13 == len(SWEEP)
+
+
+def test_vmwrite_encoding_sweep_misc29_set():
+    _vmwrite_sweep(True)
+
+
+def test_vmwrite_encoding_sweep_misc29_clear():
+    _vmwrite_sweep(False)
+
+
+def test_model_layout_constants():
+    """The model's region layout is the one the unit documents (and what the sweeps read back)."""
+    from hwvirt.hdl.vmcs_unit import REGION_FIELD_BASE
+    assert FIELD_BASE == REGION_FIELD_BASE
+    assert region_words() * 8 == FIELD_BASE + 8 * len(VMCS_FIELDS)
+    assert field_offset(VMCS_FIELDS[0].encoding) == 0x10

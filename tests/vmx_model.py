@@ -1,0 +1,674 @@
+"""A plain-Python reference model of the VMX instruction unit (no Amaranth).
+
+Written from the architecture (Intel SDM vol. 3C chapter 31, "VMX instruction reference", as
+summarised in the project's fact sheet §1 and §10) and from the policies the unit documents for
+itself in :mod:`hwvirt.hdl.vmcs_unit` (the VMCS-region layout and the on-chip cache). It is the
+oracle the hardware tests compare against; it deliberately shares nothing with the gateware except
+the field catalogue and the capability MSR values (the configuration both are built from).
+
+What it models
+--------------
+* Processor state (CR0, CR4, IA32_EFER, RFLAGS, IA32_FEATURE_CONTROL, CPL, CS.L, MOV-SS blocking)
+  and the #UD / #GP(0) pre-checks of every instruction, in the architectural order.
+* VMX operation: outside, root, non-root. A VMX instruction in non-root operation is a VM exit with
+  the instruction's basic exit reason; the exit writes VM_EXIT_REASON and EXIT_QUALIFICATION (= 0)
+  into the current VMCS and returns to root operation.
+* VMfailInvalid / VMfailValid(n): VMfail(n) is VMfailValid(n) when there is a current VMCS (the
+  error number is written to VM_INSTRUCTION_ERROR, which dirties the cached VMCS), else
+  VMfailInvalid.
+* VMCS regions in memory with the unit's layout: revision identifier at offset 0 (bit 31 = shadow
+  indicator), launch-state word at offset 8 (bit 0 launched, bit 1 held by the processor), field
+  *k* of :data:`~hwvirt.hdl.vmcs_fields.VMCS_FIELDS` at offset 0x10 + 8k (64-bit, zero-extended).
+* The VMCS cache of ``cache_slots`` entries with the unit's policy: the current VMCS is always
+  resident; VMPTRLD of a resident VMCS touches no memory; otherwise the revision word is read, a
+  slot is chosen (the first free slot, else the round-robin victim, skipping the current VMCS), the
+  victim is written back (fields only if dirty, launch word always), the launch word is read, every
+  supported field is loaded and the launch word is rewritten with bit 1 ("held") set. The
+  round-robin pointer becomes (chosen slot + 1) mod N after every load. VMCLEAR writes a resident
+  VMCS back (fields if dirty) and always writes launch word 0; VMXOFF drops the cache without
+  writing anything. A region loaded with bit 1 set is corrupted: VMLAUNCH fails with error 4,
+  VMRESUME with error 6.
+* Field access rules: 16/32-bit truncation, the high access (odd encoding) of a 64-bit field is bits
+  63:32, register operands are 32 bits outside 64-bit mode (VMWRITE of a 64-bit/natural field then
+  clears bits 63:32; VMREAD returns bits 31:0), error 12 for unsupported encodings (bits 31:15 or 12
+  set, bits 63:32 set in 64-bit mode, no such field, high access of a non-64-bit field) and error 13
+  for VMWRITE of a VM-exit information field unless IA32_VMX_MISC[29] = 1.
+* INVEPT / INVVPID type and descriptor checks from IA32_VMX_EPT_VPID_CAP, VMCALL, RDMSR of the
+  capability MSRs and IA32_FEATURE_CONTROL.
+
+Not modelled (the unit does not implement them either): VM-entry checks on controls, host and guest
+state (errors 7/8, exit reasons 33/34), VMCS shadowing in non-root operation, MSR bitmaps (RDMSR in
+non-root operation always exits), dual-monitor SMM treatment.
+
+Every instruction method returns a dict shaped like a runner report row: ``outcome`` ("succeed",
+"fail_invalid", "fail_valid", "fault", "entered", "exit"), ``error``, ``fault`` ("UD"/"GP"),
+``value``, ``exit_reason``, ``qualification`` (``None`` where not applicable). The attribute
+:attr:`VMXModel.bus_words` holds the number of 64-bit bus transfers the last instruction needed.
+"""
+
+from hwvirt.hdl.vmcs_fields import VMCS_FIELDS
+
+
+__all__ = [
+    "VMXModel", "ByteMemory", "CPU_RESET", "EXIT_REASONS", "ROW_KEYS", "INVALID_POINTER",
+    "LAUNCH_WORD_OFFSET", "FIELD_BASE", "field_offset", "region_words", "step", "scenario",
+    "model_for", "model_rows",
+]
+
+MASK64 = (1 << 64) - 1
+MASK32 = (1 << 32) - 1
+INVALID_POINTER = MASK64
+LAUNCH_WORD_OFFSET = 0x8
+FIELD_BASE = 0x10
+
+#: Keys of a result row the model predicts.
+ROW_KEYS = ("outcome", "error", "fault", "value", "exit_reason", "qualification")
+
+#: Basic exit reasons of the instructions (SDM vol. 3C appendix C).
+EXIT_REASONS = {
+    "vmcall": 18, "vmclear": 19, "vmlaunch": 20, "vmptrld": 21, "vmptrst": 22, "vmread": 23,
+    "vmresume": 24, "vmwrite": 25, "vmxoff": 26, "vmxon": 27, "rdmsr": 31, "invept": 50,
+    "invvpid": 53,
+}
+
+#: A 64-bit-mode processor at CPL 0 that may execute VMXON (same as the scenario defaults).
+CPU_RESET = {
+    "cr0": 0x8005_0033, "cr4": 0x2020, "efer": 0xD01, "cpl": 0, "feature_control": 0x5,
+    "rflags": 0x2, "cs_l": 1, "mov_ss_blocking": 0,
+}
+
+# Architectural MSR indices (SDM vol. 4, table 2-2).
+_FEATURE_CONTROL = 0x3A
+_BASIC, _PROCBASED, _MISC = 0x480, 0x482, 0x485
+_CR0_FIXED0, _CR0_FIXED1, _CR4_FIXED0, _CR4_FIXED1 = 0x486, 0x487, 0x488, 0x489
+_PROCBASED2, _EPT_VPID_CAP = 0x48B, 0x48C
+
+_WIDTH_BITS = {0: 16, 1: 64, 2: 32, 3: 64}      # encoding bits 14:13 → storage width (Intel 64)
+_CATALOGUE_INDEX = {f.encoding: k for k, f in enumerate(VMCS_FIELDS)}
+_ENC_VM_INSTRUCTION_ERROR = 0x4400
+_ENC_VM_EXIT_REASON = 0x4402
+_ENC_EXIT_QUALIFICATION = 0x6400
+
+
+def field_offset(encoding):
+    """Byte offset of a (full-encoding) field in a VMCS region: 0x10 + 8 × catalogue index."""
+    return FIELD_BASE + 8 * _CATALOGUE_INDEX[encoding]
+
+
+def region_words():
+    """Number of 64-bit words the layout uses: revision/abort, launch word, every catalogue field."""
+    return 2 + len(VMCS_FIELDS)
+
+
+def _bit(value, n):
+    return (value >> n) & 1
+
+
+class ByteMemory(dict):
+    """Sparse byte memory: address → byte; missing bytes read as 0."""
+
+    def read(self, address, length):
+        return bytes(self.get(address + i, 0) for i in range(length))
+
+    def write(self, address, payload):
+        for i, byte in enumerate(payload):
+            self[address + i] = byte
+
+
+def _read_int(memory, address, nbytes):
+    return int.from_bytes(bytes(memory.get(address + i, 0) for i in range(nbytes)), "little")
+
+
+def _write_int(memory, address, value, nbytes):
+    for i, byte in enumerate((value & ((1 << (8 * nbytes)) - 1)).to_bytes(nbytes, "little")):
+        memory[address + i] = byte
+
+
+class _Slot:
+    """One cache entry: a VMCS held by the processor."""
+
+    def __init__(self, pointer, fields, launched, corrupt, shadow):
+        self.pointer = pointer
+        self.fields = fields            # full encoding -> 64-bit value
+        self.dirty = False
+        self.launched = launched
+        self.corrupt = corrupt
+        self.shadow = shadow
+
+
+class VMXModel:
+    """Reference model of one logical processor's VMX instruction unit.
+
+    Parameters
+    ----------
+    capabilities : hwvirt.hdl.capabilities.VMXCapabilities
+        Only its MSR values (``msrs``), ``maxphyaddr`` and field existence are used.
+    cache_slots : int
+        Number of VMCSs the processor holds on chip.
+    memory : dict-like
+        Byte-addressed physical memory (address → byte, missing = 0); read and written in place.
+    cpu : dict, optional
+        Initial processor state (keys of :data:`CPU_RESET`).
+    """
+
+    def __init__(self, capabilities, cache_slots=2, memory=None, cpu=None):
+        if cache_slots < 1:
+            raise ValueError("cache_slots must be at least 1")
+        self.caps = capabilities
+        self.msrs = dict(capabilities.msrs)
+        self.maxphyaddr = capabilities.maxphyaddr
+        self.fields = tuple(f for f in VMCS_FIELDS if capabilities.field_supported(f))
+        self._by_encoding = {f.encoding: f for f in self.fields}
+        self.memory = memory if memory is not None else ByteMemory()
+        self.cpu = dict(CPU_RESET)
+        if cpu:
+            self.cpu.update(cpu)
+        self.in_vmx = False
+        self.non_root = False
+        self.vmxon_pointer = None
+        self.slots = [None] * cache_slots
+        self.current = None             # slot index of the current VMCS, or None
+        self.victim_next = 0
+        self.bus_words = 0
+
+    # -- configuration answers, from the MSR values (SDM vol. 3D appendix A) ---------------------
+
+    def _msr(self, index):
+        return self.msrs.get(index, 0)
+
+    @property
+    def revision_id(self):
+        return self._msr(_BASIC) & 0x7FFF_FFFF
+
+    def _secondary_allowed1(self, bit):
+        # A secondary control exists only with "activate secondary controls" (primary bit 31).
+        return bool(_bit(self._msr(_PROCBASED), 63) and _bit(self._msr(_PROCBASED2), 32 + bit))
+
+    @property
+    def shadowing(self):
+        return self._secondary_allowed1(14)
+
+    @property
+    def ept(self):
+        return self._secondary_allowed1(1)
+
+    @property
+    def vpid(self):
+        return self._secondary_allowed1(5)
+
+    @property
+    def ept_vpid_cap(self):
+        return self._msr(_EPT_VPID_CAP)
+
+    @property
+    def vmwrite_exit_info(self):
+        return bool(_bit(self._msr(_MISC), 29))
+
+    # -- processor modes -----------------------------------------------------------------------
+
+    def set_cpu(self, **state):
+        for key in state:
+            if key not in CPU_RESET:
+                raise KeyError(f"unknown processor-state key {key!r}")
+        self.cpu.update(state)
+
+    @property
+    def long_mode(self):
+        """64-bit mode: IA32_EFER.LMA = 1 and CS.L = 1."""
+        return bool(_bit(self.cpu["efer"], 10) and self.cpu["cs_l"])
+
+    @property
+    def compat_mode(self):
+        return bool(_bit(self.cpu["efer"], 10) and not self.cpu["cs_l"])
+
+    def _mode_ud(self):
+        """Real mode, virtual-8086 mode or compatibility mode: #UD for the VMX instructions."""
+        return (not _bit(self.cpu["cr0"], 0)) or bool(_bit(self.cpu["rflags"], 17)) or self.compat_mode
+
+    def _reg(self, value):
+        """A register operand: 64 bits in 64-bit mode, else 32 bits."""
+        return value & (MASK64 if self.long_mode else MASK32)
+
+    @staticmethod
+    def _fixed_ok(value, fixed0, fixed1):
+        return (value & fixed0) == fixed0 and (value & ~fixed1 & MASK64) == 0
+
+    def _pointer_invalid(self, pointer):
+        return bool(pointer & 0xFFF) or bool(pointer >> self.maxphyaddr)
+
+    # -- results -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _row(outcome, **kw):
+        row = dict.fromkeys(ROW_KEYS)
+        row["outcome"] = outcome
+        row.update(kw)
+        return row
+
+    def _succeed(self, value=None):
+        return self._row("succeed", value=value)
+
+    def _fault(self, kind):
+        return self._row("fault", fault=kind)
+
+    def _fail_invalid(self):
+        return self._row("fail_invalid")
+
+    def _vmfail(self, error):
+        """VMfail(n): VMfailValid(n) with a current VMCS (error recorded there), else VMfailInvalid."""
+        if self.current is None:
+            return self._fail_invalid()
+        self._store(_ENC_VM_INSTRUCTION_ERROR, error)
+        return self._row("fail_valid", error=error)
+
+    def _store(self, encoding, value):
+        slot = self.slots[self.current]
+        if encoding in slot.fields:
+            slot.fields[encoding] = value & MASK64
+        slot.dirty = True
+
+    def _vm_exit(self, name):
+        reason = EXIT_REASONS[name]
+        self._store(_ENC_VM_EXIT_REASON, reason)
+        self._store(_ENC_EXIT_QUALIFICATION, 0)
+        self.non_root = False
+        return self._row("exit", exit_reason=reason, qualification=0)
+
+    def _common(self, name, extra_ud=False):
+        """The common checks (SDM vol. 3C §31.2): #UD, VM exit in non-root, #GP(0) for CPL > 0."""
+        if not self.in_vmx or self._mode_ud() or extra_ud:
+            return self._fault("UD")
+        if self.non_root:
+            return self._vm_exit(name)
+        if self.cpu["cpl"] != 0:
+            return self._fault("GP")
+        return None
+
+    # -- memory and cache ----------------------------------------------------------------------
+
+    def _mem_read(self, address, nbytes):
+        self.bus_words += 1
+        return _read_int(self.memory, address, nbytes)
+
+    def _mem_write(self, address, value, nbytes):
+        self.bus_words += 1
+        _write_int(self.memory, address, value, nbytes)
+
+    def _slot_of(self, pointer):
+        for i, slot in enumerate(self.slots):
+            if slot is not None and slot.pointer == pointer:
+                return i
+        return None
+
+    def _write_back(self, index, launch_word):
+        slot = self.slots[index]
+        if slot.dirty:
+            for field in self.fields:
+                self._mem_write(slot.pointer + field_offset(field.encoding), slot.fields[field.encoding], 8)
+        self._mem_write(slot.pointer + LAUNCH_WORD_OFFSET, launch_word, 4)
+        self.slots[index] = None
+        if self.current == index:
+            self.current = None
+
+    def _choose_slot(self):
+        for i, slot in enumerate(self.slots):
+            if slot is None:
+                return i
+        victim = self.victim_next
+        if len(self.slots) > 1 and self.current == victim:
+            victim = (victim + 1) % len(self.slots)
+        return victim
+
+    def resident(self):
+        """Pointers of the VMCSs in the cache, by slot (None for a free slot)."""
+        return [None if s is None else s.pointer for s in self.slots]
+
+    # -- instructions --------------------------------------------------------------------------
+
+    def _begin(self):
+        self.bus_words = 0
+
+    def vmxon(self, ptr):
+        self._begin()
+        cpu = self.cpu
+        if self._mode_ud() or not _bit(cpu["cr4"], 13):
+            return self._fault("UD")
+        if not self.in_vmx:
+            fc = cpu["feature_control"]
+            if (cpu["cpl"] != 0
+                    or not self._fixed_ok(cpu["cr0"], self._msr(_CR0_FIXED0), self._msr(_CR0_FIXED1))
+                    or not self._fixed_ok(cpu["cr4"], self._msr(_CR4_FIXED0), self._msr(_CR4_FIXED1))
+                    or not _bit(fc, 0) or not _bit(fc, 2)):
+                return self._fault("GP")
+            if self._pointer_invalid(ptr):
+                return self._fail_invalid()
+            revision = self._mem_read(ptr, 4)
+            if revision != self.revision_id:        # bits 30:0 must match and bit 31 must be 0
+                return self._fail_invalid()
+            self.in_vmx, self.non_root, self.vmxon_pointer, self.current = True, False, ptr, None
+            return self._succeed()
+        if self.non_root:
+            return self._vm_exit("vmxon")
+        if cpu["cpl"] != 0:
+            return self._fault("GP")
+        return self._vmfail(15)
+
+    def vmxoff(self):
+        self._begin()
+        early = self._common("vmxoff")
+        if early:
+            return early
+        self.in_vmx = self.non_root = False
+        self.vmxon_pointer = None
+        self.slots = [None] * len(self.slots)       # dropped, nothing written back
+        self.current = None
+        return self._succeed()
+
+    def vmclear(self, ptr):
+        self._begin()
+        early = self._common("vmclear")
+        if early:
+            return early
+        if self._pointer_invalid(ptr):
+            return self._vmfail(2)
+        if ptr == self.vmxon_pointer:
+            return self._vmfail(3)
+        index = self._slot_of(ptr)
+        if index is not None:
+            self._write_back(index, 0)
+        else:
+            self._mem_write(ptr + LAUNCH_WORD_OFFSET, 0, 4)
+        return self._succeed()
+
+    def vmptrld(self, ptr):
+        self._begin()
+        early = self._common("vmptrld")
+        if early:
+            return early
+        if self._pointer_invalid(ptr):
+            return self._vmfail(9)
+        if ptr == self.vmxon_pointer:
+            return self._vmfail(10)
+        index = self._slot_of(ptr)
+        if index is not None:
+            self.current = index
+            return self._succeed()
+        revision = self._mem_read(ptr, 4)
+        shadow = bool(revision >> 31)
+        if (revision & 0x7FFF_FFFF) != self.revision_id or (shadow and not self.shadowing):
+            return self._vmfail(11)
+        index = self._choose_slot()
+        self.victim_next = (index + 1) % len(self.slots)
+        if self.slots[index] is not None:
+            old = self.slots[index]
+            self._write_back(index, int(old.launched) | (int(old.corrupt) << 1))
+        launch = self._mem_read(ptr + LAUNCH_WORD_OFFSET, 8)
+        launched, corrupt = bool(launch & 1), bool(launch & 2)
+        fields = {f.encoding: self._mem_read(ptr + field_offset(f.encoding), 8) for f in self.fields}
+        self._mem_write(ptr + LAUNCH_WORD_OFFSET, int(launched) | 2, 4)
+        self.slots[index] = _Slot(ptr, fields, launched, corrupt, shadow)
+        self.current = index
+        return self._succeed()
+
+    def vmptrst(self):
+        self._begin()
+        early = self._common("vmptrst")
+        if early:
+            return early
+        return self._succeed(self.current_pointer)
+
+    @property
+    def current_pointer(self):
+        return INVALID_POINTER if self.current is None else self.slots[self.current].pointer
+
+    def decode(self, encoding):
+        """(field, high) for a supported encoding (already cut to the operand size), else None."""
+        if encoding & ~0x6FFF & MASK64:             # bits 63:15 and bit 12 are reserved
+            return None
+        field = self._by_encoding.get(encoding & ~1)
+        if field is None:
+            return None
+        high = bool(encoding & 1)
+        if high and field.width != 1:             # only 64-bit fields have a high half
+            return None
+        return field, high
+
+    def vmread(self, encoding):
+        self._begin()
+        early = self._common("vmread")
+        if early:
+            return early
+        if self.current is None:
+            return self._fail_invalid()
+        decoded = self.decode(self._reg(encoding))
+        if decoded is None:
+            return self._vmfail(12)
+        field, high = decoded
+        value = self.slots[self.current].fields[field.encoding]
+        bits = _WIDTH_BITS[field.width]
+        if high:
+            value >>= 32
+        elif bits < 64:
+            value &= (1 << bits) - 1
+        return self._succeed(self._reg(value))
+
+    def vmwrite(self, encoding, value):
+        self._begin()
+        early = self._common("vmwrite")
+        if early:
+            return early
+        if self.current is None:
+            return self._fail_invalid()
+        decoded = self.decode(self._reg(encoding))
+        if decoded is None:
+            return self._vmfail(12)
+        field, high = decoded
+        if field.readonly and not self.vmwrite_exit_info:
+            return self._vmfail(13)
+        value = self._reg(value)
+        slot = self.slots[self.current]
+        bits = _WIDTH_BITS[field.width]
+        if high:
+            new = (slot.fields[field.encoding] & MASK32) | ((value & MASK32) << 32)
+        else:
+            new = value & ((1 << bits) - 1)
+        slot.fields[field.encoding] = new
+        slot.dirty = True
+        return self._succeed()
+
+    def _entry(self, name):
+        self._begin()
+        early = self._common(name)
+        if early:
+            return early
+        if self.current is None or self.slots[self.current].shadow:
+            return self._fail_invalid()
+        if self.cpu["mov_ss_blocking"]:
+            return self._vmfail(26)
+        slot = self.slots[self.current]
+        if name == "vmlaunch":
+            if slot.launched or slot.corrupt:
+                return self._vmfail(4)
+            slot.launched = True
+        else:
+            if slot.corrupt:
+                return self._vmfail(6)
+            if not slot.launched:
+                return self._vmfail(5)
+        self.non_root = True
+        return self._row("entered")
+
+    def vmlaunch(self):
+        return self._entry("vmlaunch")
+
+    def vmresume(self):
+        return self._entry("vmresume")
+
+    def eptp_valid(self, eptp):
+        """The VM-entry EPTP checks (SDM vol. 3C §27.2.1.1) against IA32_VMX_EPT_VPID_CAP."""
+        cap = self.ept_vpid_cap
+        memtype = eptp & 7
+        if not ((memtype == 0 and _bit(cap, 8)) or (memtype == 6 and _bit(cap, 14))):
+            return False
+        walk = (eptp >> 3) & 7
+        if not (walk == 3 or (walk == 4 and _bit(cap, 7))):
+            return False
+        if _bit(eptp, 6) and not _bit(cap, 21):
+            return False
+        reserved = (eptp >> 7) & 0x1F
+        if _bit(cap, 23):
+            reserved &= ~1
+        if reserved:
+            return False
+        return not (eptp >> self.maxphyaddr)
+
+    def invept(self, kind, eptp):
+        self._begin()
+        cap = self.ept_vpid_cap
+        early = self._common("invept", extra_ud=not (self.ept and _bit(cap, 20)))
+        if early:
+            return early
+        kind = self._reg(kind)
+        if kind not in (1, 2) or not _bit(cap, 24 + kind):
+            return self._vmfail(28)
+        if kind == 1 and not self.eptp_valid(eptp):
+            return self._vmfail(28)
+        return self._succeed()
+
+    def _canonical(self, address):
+        width = 57 if _bit(self.cpu["cr4"], 12) else 48
+        top = address >> (width - 1)
+        return top == 0 or top == (1 << (65 - width)) - 1
+
+    def invvpid(self, kind, vpid, la=0, reserved=0):
+        self._begin()
+        cap = self.ept_vpid_cap
+        early = self._common("invvpid", extra_ud=not (self.vpid and _bit(cap, 32)))
+        if early:
+            return early
+        kind = self._reg(kind)
+        if kind > 3 or not _bit(cap, 40 + kind):
+            return self._vmfail(28)
+        if reserved:
+            return self._vmfail(28)
+        if kind != 2 and vpid == 0:
+            return self._vmfail(28)
+        if kind == 0 and not self._canonical(la):
+            return self._vmfail(28)
+        return self._succeed()
+
+    def vmcall(self):
+        self._begin()
+        if not self.in_vmx:
+            return self._fault("UD")
+        if self.non_root:
+            return self._vm_exit("vmcall")
+        if _bit(self.cpu["rflags"], 17) or self.compat_mode:
+            return self._fault("UD")
+        if self.cpu["cpl"] != 0:
+            return self._fault("GP")
+        return self._vmfail(1)
+
+    def rdmsr(self, index):
+        self._begin()
+        if self.cpu["cpl"] != 0:
+            return self._fault("GP")
+        if self.non_root:
+            return self._vm_exit("rdmsr")
+        index &= MASK32
+        if index == _FEATURE_CONTROL:
+            return self._succeed(self.cpu["feature_control"])
+        if index in self.msrs:
+            return self._succeed(self.msrs[index])
+        return self._fault("GP")
+
+    # -- scenario steps ------------------------------------------------------------------------
+
+    def execute(self, op, args):
+        """Run one scenario step (``op`` and the parser's normalized ``args``); return its row."""
+        self._begin()
+        if op == "set_cpu":
+            self.set_cpu(**args["cpu"])
+            return self._succeed()
+        if op == "mem_write":
+            for i, byte in enumerate(args["data"]):
+                self.memory[args["addr"] + i] = byte
+            return self._succeed()
+        if op == "mem_read":
+            return self._succeed(_read_int(self.memory, args["addr"], args["width"] // 8))
+        if op == "vmwrite":
+            words = 0
+            for encoding, value in args["fields"]:
+                row = self.vmwrite(encoding, value)
+                words += self.bus_words
+                if row["outcome"] != "succeed":
+                    break
+            self.bus_words = words
+            return row
+        if op in ("vmxon", "vmclear", "vmptrld"):
+            return getattr(self, op)(args["addr"])
+        if op in ("vmxoff", "vmptrst", "vmlaunch", "vmresume", "vmcall"):
+            return getattr(self, op)()
+        if op == "vmread":
+            return self.vmread(args["field"])
+        if op == "invept":
+            return self.invept(args["type"], args["eptp"])
+        if op == "invvpid":
+            return self.invvpid(args["type"], args["vpid"], args.get("addr", 0),
+                                args.get("descriptor_reserved", 0))
+        if op == "rdmsr":
+            return self.rdmsr(args["msr"])
+        raise ValueError(f"the model has no step {op!r}")
+
+
+# -- scenario helpers (plain Python: the scenario dataclasses do not need Amaranth) -----------------
+
+def step(op, **args):
+    """A scenario step's (op, args) with args normalized as the parser does.
+
+    ``field`` may be a name or an encoding; ``vmwrite`` takes ``field`` + ``value`` or ``fields`` (a
+    list of pairs); ``set_cpu`` takes the processor-state keys; ``mem_write`` takes ``addr`` and
+    ``data`` (bytes); ``invvpid`` fills in ``addr`` and ``descriptor_reserved``.
+    """
+    from hwvirt.hdl.vmcs_fields import lookup_encoding
+    if "field" in args:
+        args["field"] = lookup_encoding(args["field"])
+    if op == "vmwrite":
+        if "fields" not in args:
+            args = {"fields": [(args.pop("field"), args.pop("value"))]}
+        else:
+            args = {"fields": [(lookup_encoding(f), v) for f, v in args["fields"]]}
+    elif op == "set_cpu":
+        args = {"cpu": dict(args)}
+    elif op == "invvpid":
+        args.setdefault("addr", 0)
+        args.setdefault("descriptor_reserved", 0)
+    return op, args
+
+
+def scenario(steps, *, config=None, cpu=None, memory=(), name="generated"):
+    """A :class:`hwvirt.sim.scenario.Scenario` from (op, args) pairs (see :func:`step`)."""
+    from hwvirt.sim.scenario import CPU_DEFAULTS, Config, Scenario, Step
+    state = dict(CPU_DEFAULTS)
+    state.update(cpu or {})
+    return Scenario(name=name, arch="vmx", description="", config=config or Config(), cpu=state,
+                    memory=[(a, bytes(d)) for a, d in memory],
+                    steps=[Step(index=i, op=op, args=args) for i, (op, args) in enumerate(steps, 1)])
+
+
+def model_for(scn):
+    """A :class:`VMXModel` in the state a scenario starts from (configuration, processor, memory)."""
+    memory = ByteMemory()
+    for address, payload in scn.memory:
+        memory.write(address, payload)
+    return VMXModel(scn.config.capabilities(), scn.config.vmcs_cache_slots, memory, dict(scn.cpu))
+
+
+def model_rows(scn, model=None):
+    """Replay a scenario on the model; return (rows, bus words per step, model)."""
+    model = model or model_for(scn)
+    rows, words = [], []
+    for s in scn.steps:
+        rows.append(model.execute(s.op, s.args))
+        words.append(model.bus_words)
+    return rows, words, model
