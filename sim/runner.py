@@ -159,12 +159,10 @@ def _waveform_traces(unit):
     """The signals a person needs in a waveform, in display order."""
     debug = unit.debug_signals
     return [
-        unit.cmd.valid, unit.cmd.ready, unit.cmd.payload.op, unit.cmd.payload.reg,
-        unit.cmd.payload.operand, debug["state"], unit.resp.valid, unit.resp.payload.outcome,
-        unit.resp.payload.error, unit.resp.payload.value, unit.status.in_vmx, unit.status.non_root,
-        unit.current_vmcs, debug["store_r_index"], debug["store_w_index"], debug["store_w_en"],
-        debug["store_w_data"], unit.bus.cyc, unit.bus.stb, unit.bus.we, unit.bus.adr, unit.bus.dat_w,
-        unit.bus.dat_r, unit.bus.ack,
+        unit.cmd.valid, unit.cmd.ready, unit.cmd.payload, debug["state"], unit.resp.valid,
+        unit.resp.payload, unit.status, unit.current_vmcs, debug["store_r_index"],
+        debug["store_w_index"], debug["store_w_en"], debug["store_w_data"], unit.bus.cyc, unit.bus.stb,
+        unit.bus.we, unit.bus.adr, unit.bus.sel, unit.bus.dat_w, unit.bus.dat_r, unit.bus.ack,
     ]
 
 
