@@ -300,12 +300,10 @@ class VMXCapabilities:
         for name, bits in _EXIT_FOLLOW_ENTRY.items():
             if name in features:
                 exit_ |= sum(1 << b for b in bits)
+        # "activate secondary/tertiary controls" are features of their own: switching one off takes
+        # every control of its word away (the word's capability MSR then does not exist).
         secondary = ctl_allowed1(_C2)
         tertiary = ctl_allowed1(_C3)
-        if tertiary:
-            proc |= 1 << 17
-        if secondary:
-            proc |= 1 << 31
 
         basic = revision_id | (0x1000 << 32) | (6 << 50) | (1 << 54)
         if "dual_monitor" in features:
@@ -441,10 +439,12 @@ class VMXCapabilities:
         return tuple(f for f in VMCS_FIELDS if self.field_supported(f))
 
     def invept_supported(self):
-        return bool((self.ept_vpid_cap >> 20) & 1)
+        """INVEPT exists: "enable EPT" may be 1 and IA32_VMX_EPT_VPID_CAP[20] (SDM vol. 3C §31.3 INVEPT)."""
+        return self.supports("ept") and bool((self.ept_vpid_cap >> 20) & 1)
 
     def invvpid_supported(self):
-        return bool((self.ept_vpid_cap >> 32) & 1)
+        """INVVPID exists: "enable VPID" may be 1 and IA32_VMX_EPT_VPID_CAP[32] (SDM vol. 3C §31.3)."""
+        return self.supports("vpid") and bool((self.ept_vpid_cap >> 32) & 1)
 
     def invept_type_supported(self, kind):
         """INVEPT type 1 ↔ EPT_VPID_CAP bit 25, type 2 ↔ bit 26 (SDM vol. 3D A.10)."""

@@ -1,15 +1,18 @@
 """Property tests: the VMCS unit (pysim) against the reference model in ``vmx_model.py``.
 
 * Random programs of VMPTRLD / VMCLEAR / VMWRITE / VMREAD (with VMLAUNCH, VMRESUME, VMPTRST, VMCALL,
-  VMXOFF+VMXON, processor-mode changes and peeks at launch words) over more VMCS regions than cache
-  slots: every result row agrees with the model, and after VMCLEARing everything every word of
-  every region agrees with the model's memory.
+  VMXOFF+VMXON, processor-mode changes, peeks at launch words and software writes into regions)
+  over more VMCS regions than cache slots: every result row agrees with the model, every cycle
+  count agrees with the number of bus transfers the model's cache policy needs, and after
+  VMCLEARing everything every word of every region agrees with the model's memory.
 * Encoding sweeps: VMREAD and VMWRITE of every encoding 0x0000–0x7FFF in one scenario each, plus
   reserved-bit patterns in and outside 64-bit mode, checked against the model and against counts
   that follow from the architecture alone.
 """
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+import os
+
+from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 from hwvirt.hdl.capabilities import DEFAULT_FEATURES, MSR, VMXCapabilities
 from hwvirt.hdl.vmcs_fields import VMCS_FIELDS, FieldType, field_name, lookup_encoding
@@ -68,7 +71,13 @@ def describe(scn, index, hw, expected):
 
 
 def compare(scn, *, cycle_slack=4):
-    """Run ``scn`` on the hardware and the model; assert every row (and a cycle bound) agrees."""
+    """Run ``scn`` on the hardware and the model; assert every row (and the cycle count) agrees.
+
+    The cycle count must lie between the number of 64-bit bus transfers the model's cache policy
+    needs (one cycle each at least) and that number plus a small constant: this is what makes the
+    policy itself observable (a write-back of a clean VMCS, a miss instead of a hit, the wrong
+    victim all change the count).
+    """
     hw_rows = run_scenario(scn)["steps"]
     model, words, _ = model_rows(scn)
     assert len(hw_rows) == len(model)
@@ -76,17 +85,30 @@ def compare(scn, *, cycle_slack=4):
         got = row_of(hw)
         assert got == expected, describe(scn, i, got, expected)
         # Every instruction finishes within (64-bit words moved over the bus) + a small constant.
-        assert hw["cycles"] <= moved + cycle_slack, (
-            f"step {i + 1} ({hw['op']}): {hw['cycles']} cycles for {moved} bus words")
+        if hw["op"] not in ("set_cpu", "mem_write", "mem_read"):
+            assert moved <= hw["cycles"] <= moved + cycle_slack, (
+                describe(scn, i, got, expected) +
+                f"\n{hw['cycles']} cycles, the model moves {moved} bus words")
     return hw_rows, model
 
 
 # -- random programs ----------------------------------------------------------------------------
 
+SPECIAL_VALUES = (0, 1, 0xFFFF, 0x1_0000, 0xFFFF_FFFF, 0x1_0000_0000, U64, 0x8000_0000_0000_0000)
+
+
 @st.composite
 def programs(draw):
-    slots = draw(st.integers(1, 3))
-    n_regions = draw(st.integers(3, 5))
+    """A configuration, initial memory and a random program, ending in a full flush and read-back.
+
+    The op sequence comes from a ``random.Random`` that hypothesis seeds (so a failure replays),
+    with explicit weights: hypothesis's own choices favour "simple" values (the first element of
+    a list, small numbers), which left the cache almost never full (measured: 3 full-cache loads in
+    40 programs); drawn this way the programs keep more VMCSs live than there are slots.
+    """
+    rnd = draw(st.randoms(use_true_random=True))
+    slots = rnd.randint(1, 3)
+    n_regions = rnd.randint(max(3, slots + 1), 5)
     shadowing = draw(st.booleans())
     misc29 = draw(st.booleans())
     features = REDUCED_SHADOWING if shadowing else REDUCED
@@ -102,56 +124,91 @@ def programs(draw):
     # Initial memory: revision words (mostly right), launch words, a few preset field values.
     memory = [(VMXON_REGION, _u32(REVISION))]
     for i, base in enumerate(regions):
-        revision = REVISION if i == 0 else draw(st.sampled_from([REVISION] * 6 + [REVISION | 1 << 31, 5, 0]))
-        launch = draw(st.sampled_from([0] * 5 + [1, 2, 3]))
+        revision = REVISION if i < 2 else rnd.choice([REVISION] * 4 + [REVISION | 1 << 31, 5, 0])
+        launch = rnd.choice([0] * 5 + [1, 2, 3])
         memory.append((base, _u32(revision)))
         memory.append((base + LAUNCH_WORD_OFFSET, _u32(launch)))
-        for field in draw(st.lists(st.sampled_from(supported), max_size=6, unique=True)):
-            value = draw(st.integers(0, (1 << field.bits) - 1))
-            memory.append((base + field_offset(field.encoding), value.to_bytes(8, "little")))
+        for field in rnd.sample(supported, rnd.randint(0, 6)):
+            memory.append((base + field_offset(field.encoding),
+                           rnd.getrandbits(field.bits).to_bytes(8, "little")))
 
     full = [f.encoding for f in supported]
     high = [f.encoding | 1 for f in supported if f.has_high]
     unsupported = ([f.encoding for f in VMCS_FIELDS if f not in supported]
                    + [f.encoding | 1 for f in supported if not f.has_high])
     reserved_bits = [12, *range(15, 64)]
-    encodings = st.one_of(
-        st.sampled_from(full), st.sampled_from(full), st.sampled_from(full),
-        st.sampled_from(high),
-        st.sampled_from(unsupported),
-        st.integers(0, 0x7FFF),
-        st.builds(lambda e, b: e | (1 << b), st.sampled_from(full + high), st.sampled_from(reserved_bits)),
-    )
-    values = st.one_of(st.integers(0, U64), st.sampled_from([0, 1, 0xFFFF, 0xFFFF_FFFF, U64,
-                                                             0x8000_0000_0000_0000]))
-    pointers = st.one_of(
-        *[st.sampled_from(regions)] * 5,
-        st.sampled_from([VMXON_REGION, UNSET_PAGE, regions[0] + 0x10, regions[-1] + 0x800,
-                         regions[1] | (1 << MAXPHYADDR), regions[0] | (1 << 63)]),
-    )
-    vmptrld = st.builds(lambda p: [step("vmptrld", addr=p)], pointers)
-    vmwrite = st.builds(lambda e, v: [step("vmwrite", fields=[(e, v)])], encodings, values)
-    vmread = st.builds(lambda e: [step("vmread", field=e)], encodings)
-    entry = st.sampled_from([[step("vmlaunch")], [step("vmresume")]])
-    # One instruction in a state that makes it fault (or, for MOV-SS blocking, fail entry with
-    # 26), then back to 64-bit mode.
-    one_off = st.builds(
-        lambda name, group: [step("set_cpu", **CPU_STATES[name]), *group, step("set_cpu", **CPU_STATES["long"])],
-        st.sampled_from(["compat", "user", "movss"]), st.one_of(vmptrld, vmwrite, vmread, entry))
-    ops = st.one_of(
-        vmptrld, vmptrld, vmptrld,
-        st.builds(lambda p: [step("vmclear", addr=p)], pointers),
-        vmwrite, vmwrite, vmwrite,
-        vmread, vmread, vmread,
-        entry, entry,
-        st.sampled_from([[step("vmptrst")], [step("vmcall")],
-                         [step("vmxoff"), step("vmxon", addr=VMXON_REGION)]]),
-        st.sampled_from([[step("set_cpu", **CPU_STATES["prot32"])], [step("set_cpu", **CPU_STATES["long"])]]),
-        one_off,
-        st.builds(lambda base: [step("mem_read", addr=base + LAUNCH_WORD_OFFSET, width=32)],
-                  st.sampled_from(regions)),
-    )
-    body = [s for group in draw(st.lists(ops, min_size=20, max_size=60)) for s in group]
+    bad_pointers = [VMXON_REGION, UNSET_PAGE, regions[0] + 0x10, regions[-1] + 0x800,
+                    regions[1] | (1 << MAXPHYADDR), regions[0] | (1 << 63)]
+
+    def encoding():
+        kind = rnd.choices(["full", "high", "unsupported", "any", "reserved"], [60, 15, 10, 5, 10])[0]
+        if kind == "full":
+            return rnd.choice(full)
+        if kind == "high":
+            return rnd.choice(high)
+        if kind == "unsupported":
+            return rnd.choice(unsupported)
+        if kind == "any":
+            return rnd.randrange(0x8000)
+        return rnd.choice(full + high) | (1 << rnd.choice(reserved_bits))
+
+    def value():
+        return rnd.choice(SPECIAL_VALUES) if rnd.random() < 0.3 else rnd.getrandbits(64)
+
+    def pointer():
+        return rnd.choice(regions) if rnd.random() < 0.85 else rnd.choice(bad_pointers)
+
+    loaded = [regions[0]]
+
+    def instruction(kind):
+        if kind == "vmptrld":
+            loaded.append(pointer())
+            return [step("vmptrld", addr=loaded[-1])]
+        if kind == "vmptrld-previous":
+            # Back to the VMCS loaded before the last one: a hit that makes a VMCS other than
+            # the last-loaded one current, so that the victim choice must skip it.
+            loaded.append(loaded[-2] if len(loaded) > 1 else regions[1])
+            return [step("vmptrld", addr=loaded[-1])]
+        if kind == "vmclear":
+            return [step("vmclear", addr=pointer())]
+        if kind == "vmwrite":
+            return [step("vmwrite", fields=[(encoding(), value())])]
+        if kind == "vmread":
+            return [step("vmread", field=encoding())]
+        return [step(kind)]                                  # vmlaunch, vmresume
+
+    kinds = {
+        "vmptrld": 16, "vmptrld-previous": 6, "vmclear": 6, "vmwrite": 16, "vmread": 16, "vmlaunch": 4, "vmresume": 4,
+        "vmptrst": 2, "vmcall": 2, "vmxoff+vmxon": 2, "mode": 3, "one-off": 3, "peek": 3,
+        "scribble": 3,
+    }
+    body = []
+    for _ in range(draw(st.integers(20, 60))):
+        kind = rnd.choices(list(kinds), list(kinds.values()))[0]
+        if kind in ("vmptrld", "vmptrld-previous", "vmclear", "vmwrite", "vmread", "vmlaunch",
+                    "vmresume"):
+            body += instruction(kind)
+        elif kind in ("vmptrst", "vmcall"):
+            body.append(step(kind))
+        elif kind == "vmxoff+vmxon":
+            body += [step("vmxoff"), step("vmxon", addr=VMXON_REGION)]
+        elif kind == "mode":                                 # 32-bit operands, or back to 64
+            body.append(step("set_cpu", **CPU_STATES[rnd.choice(["long", "prot32"])]))
+        elif kind == "one-off":
+            # One instruction in a state that makes it fault (or, with MOV-SS blocking, makes a
+            # VM entry fail with 26), then back to 64-bit mode.
+            body += [step("set_cpu", **CPU_STATES[rnd.choice(["compat", "user", "movss"])]),
+                     *instruction(rnd.choice(["vmptrld", "vmwrite", "vmread", "vmlaunch", "vmresume"])),
+                     step("set_cpu", **CPU_STATES["long"])]
+        elif kind == "peek":
+            body.append(step("mem_read", addr=rnd.choice(regions) + LAUNCH_WORD_OFFSET, width=32))
+        else:
+            # Software scribbling on a region the processor may hold (architecturally undefined;
+            # with the unit's policy it shows which VMCSs are cached and which are dirty).
+            field = rnd.choice(supported)
+            data = rnd.getrandbits(field.bits).to_bytes(8, "little")
+            body.append(step("mem_write", addr=rnd.choice(regions) + field_offset(field.encoding),
+                             data=data))
 
     steps = [step("vmxon", addr=VMXON_REGION), step("vmptrld", addr=regions[0]), *body,
              # Back to a known state: 64-bit mode, root operation (VMCALL exits from a guest),
@@ -164,8 +221,14 @@ def programs(draw):
     return scenario(steps, config=config, memory=memory, name="random-program")
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.data_too_large])
+# No shrinking unless asked for: one example takes ~0.5 s, so shrinking a failure takes minutes;
+# the failure message already lists the 40 steps before the disagreement.
+_PHASES = tuple(Phase) if os.environ.get("HWVIRT_SHRINK") else (
+    Phase.explicit, Phase.reuse, Phase.generate, Phase.target)
+
+
+@settings(max_examples=40, deadline=None, phases=_PHASES, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(programs())
 def test_random_programs_agree_with_model(scn):
     compare(scn)
@@ -195,6 +258,27 @@ def test_program_exercises_eviction_and_corruption():
         # The program does reach both corruption outcomes (VMRESUME 6 and VMLAUNCH 4).
         errors = {(r["op"], r["error"]) for r in hw_rows if r["outcome"] == "fail_valid"}
         assert ("vmresume", 6) in errors and ("vmlaunch", 4) in errors, errors
+
+
+def test_round_robin_pointer_follows_every_fill():
+    """The round-robin pointer moves past every slot that is filled, free or evicted.
+
+    Three slots hold A, B, C (pointer at slot 0). VMCLEAR B frees slot 1; D fills it, moving the
+    pointer to slot 2, so E evicts C (not A): A is still a hit afterwards, C a miss. A model whose
+    pointer moved only on evictions would evict A and be caught by the cycle counts.
+    """
+    a, b, c, d, e = (REGION_BASE + 0x1000 * i for i in range(5))
+    memory = [(VMXON_REGION, _u32(REVISION))] + [(x, _u32(REVISION)) for x in (a, b, c, d, e)]
+    steps = [step("vmxon", addr=VMXON_REGION), step("vmptrld", addr=a), step("vmptrld", addr=b),
+             step("vmptrld", addr=c), step("vmclear", addr=b), step("vmptrld", addr=d),
+             step("vmptrld", addr=e),
+             *(step("mem_read", addr=x + LAUNCH_WORD_OFFSET, width=32) for x in (a, b, c, d, e)),
+             step("vmptrld", addr=a), step("vmptrld", addr=c)]
+    scn = scenario(steps, memory=memory, config=Config(vmcs_cache_slots=3, features=REDUCED))
+    hw_rows, _ = compare(scn)
+    held = [row["value"] >> 1 & 1 for row in hw_rows[7:12]]
+    assert held == [1, 0, 0, 1, 1]                    # A, D, E resident; B cleared; C evicted
+    assert hw_rows[12]["cycles"] <= 2 < hw_rows[13]["cycles"]
 
 
 # -- encoding sweeps ---------------------------------------------------------------------------

@@ -1,0 +1,776 @@
+# amaranth: UnusedElaboratable=no
+# (the signature tests build components only to inspect them, never to elaborate them)
+"""Table-driven tests of the VMX instruction unit (``hwvirt.hdl.vmcs_unit``) on the pysim backend.
+
+Every outcome of the fact sheet §1 (Intel SDM vol. 3C chapter 31) for VMXON, VMXOFF, VMCLEAR,
+VMPTRLD, VMPTRST, VMREAD, VMWRITE, VMLAUNCH/VMRESUME (basic checks), INVEPT, INVVPID, VMCALL and
+RDMSR, the common #UD/#GP pre-checks, the VM exits of the VMX instructions in non-root operation,
+the capability overrides, the component signatures and cycle-count regression bounds.
+
+The expectations are written out in the tables from the architecture; where the behaviour is a
+policy of the unit (the VMCS-region layout, the launch word's "held" bit) they follow the unit's
+documented policy, with offsets taken from the reference model (``vmx_model.py``).
+
+Running one scenario per case would elaborate the unit hundreds of times, so the cases of one
+configuration are concatenated into one scenario, each behind a reset prologue (64-bit CPL-0
+processor state, VMCALL to leave a guest, VMXOFF to leave VMX operation and drop the cache, fresh
+VMCS pages); every case still is its own pytest item.
+"""
+
+import functools
+from typing import NamedTuple
+
+import pytest
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hwvirt.hdl.bus import WishboneSignature
+from hwvirt.hdl.capabilities import DEFAULT_FEATURES, MSR, VMXCapabilities
+from hwvirt.hdl.vmcs_fields import lookup_encoding
+from hwvirt.hdl.vmcs_unit import (
+    Command, FieldDecoder, ProcessorState, Result, VMCSStore, VMCSUnit, VMXStatus,
+)
+from hwvirt.sim.runner import run_scenario
+from hwvirt.sim.scenario import CPU_DEFAULTS, Config
+
+from vmx_model import LAUNCH_WORD_OFFSET, ROW_KEYS, field_offset, model_rows, scenario, step
+
+
+U64 = (1 << 64) - 1
+
+# -- memory: the pages every case starts with -------------------------------------------------------
+VMXON = 0x1000
+A, B, C = 0x2000, 0x3000, 0x4000          # VMCS regions with the right revision identifier (4)
+BADREV = 0x5000                          # revision 5
+SHADOW = 0x6000                          # revision 4 with bit 31 (shadow-VMCS indicator)
+ZEROREV = 0x7000                         # revision 0
+PAGES = {VMXON: 4, A: 4, B: 4, C: 4, BADREV: 5, SHADOW: 0x8000_0004, ZEROREV: 0}
+PAGE_BYTES = 0x700                       # revision, launch word and every field of the layout
+
+# -- processor states ---------------------------------------------------------------------------
+LONG = dict(CPU_DEFAULTS)                # 64-bit mode, CPL 0, CR4.VMXE, FEATURE_CONTROL = 5
+PROT32 = {"efer": 0x0, "cs_l": 0}        # 32-bit protected mode with paging (LMA = 0)
+COMPAT = {"cs_l": 0}                     # IA32_EFER.LMA = 1, CS.L = 0: compatibility mode
+REAL = {"cr0": 0x30, "efer": 0x0, "cs_l": 0}                       # CR0.PE = 0
+V86 = {"efer": 0x0, "cs_l": 0, "rflags": 0x2_0002, "cpl": 3}     # RFLAGS.VM = 1 (at CPL 3)
+
+# -- expectations ---------------------------------------------------------------------------------
+OK = {"outcome": "succeed"}
+UD = {"outcome": "fault", "fault": "UD"}
+GP = {"outcome": "fault", "fault": "GP"}
+INV = {"outcome": "fail_invalid"}
+ENTERED = {"outcome": "entered"}
+
+
+def VAL(value):
+    return {"outcome": "succeed", "value": value}
+
+
+def ERR(number):
+    return {"outcome": "fail_valid", "error": number}
+
+
+def EXIT(reason):
+    return {"outcome": "exit", "exit_reason": reason, "qualification": 0}
+
+
+# Basic exit reasons (SDM vol. 3C appendix C).
+R_VMCALL, R_VMCLEAR, R_VMLAUNCH, R_VMPTRLD, R_VMPTRST, R_VMREAD = 18, 19, 20, 21, 22, 23
+R_VMRESUME, R_VMWRITE, R_VMXOFF, R_VMXON, R_RDMSR, R_INVEPT, R_INVVPID = 24, 25, 26, 27, 31, 50, 53
+
+
+def S(op, expect=None, **args):
+    """A step: op, normalized operands, and what it must produce (None: not checked)."""
+    op, args = step(op, **args)
+    return op, args, expect
+
+
+def cpu(**state):
+    return S("set_cpu", **state)
+
+
+def mem32(addr, value):
+    return S("mem_write", addr=addr, data=value.to_bytes(4, "little"))
+
+
+def peek(addr, width, value):
+    return S("mem_read", VAL(value), addr=addr, width=width)
+
+
+def launch_word(base, value):
+    """The launch-state word of a region (our layout: offset 8, bit 0 launched, bit 1 held)."""
+    return peek(base + LAUNCH_WORD_OFFSET, 32, value)
+
+
+def field_word(base, name, value):
+    return peek(base + field_offset(lookup_encoding(name)), 64, value)
+
+
+def reads(name, value):
+    return S("vmread", VAL(value), field=name)
+
+
+ON = [S("vmxon", OK, addr=VMXON)]
+ON_A = ON + [S("vmptrld", OK, addr=A)]
+GUEST = ON_A + [S("vmlaunch", ENTERED)]
+
+
+def exited(reason):
+    """Back in root after an exit: the exit reason and qualification are in the current VMCS."""
+    return [reads("VM_EXIT_REASON", reason), reads("EXIT_QUALIFICATION", 0)]
+
+
+# -- configurations -------------------------------------------------------------------------------
+_DEFAULT = VMXCapabilities()
+_CAP = _DEFAULT.msrs[MSR.IA32_VMX_EPT_VPID_CAP]
+_PROC2 = _DEFAULT.msrs[MSR.IA32_VMX_PROCBASED_CTLS2]
+_MISC = _DEFAULT.msrs[MSR.IA32_VMX_MISC]
+
+CONFIGS = {
+    "default":          Config(),
+    "no_shadowing":     Config(features={"vmcs_shadowing": False}),
+    "misc29_clear":     Config(msr={MSR.IA32_VMX_MISC: _MISC & ~(1 << 29)}),
+    "vpid_override":    Config(msr={MSR.IA32_VMX_PROCBASED_CTLS2: _PROC2 & ~(1 << (32 + 5))}),
+    "ept_override":     Config(msr={MSR.IA32_VMX_PROCBASED_CTLS2: _PROC2 & ~(1 << (32 + 1))}),
+    "cr0_fixed0_em":    Config(msr={MSR.IA32_VMX_CR0_FIXED0: 0x8000_0021 | 1 << 2}),
+    "cr0_fixed0_no_ne": Config(msr={MSR.IA32_VMX_CR0_FIXED0: 0x8000_0001}),
+    "cr4_fixed0_osfxsr": Config(msr={MSR.IA32_VMX_CR4_FIXED0: 0x2000 | 1 << 9}),
+    "la57":             Config(msr={MSR.IA32_VMX_CR4_FIXED1: 0x0037_27FF | 1 << 12}),
+    "no_ept":           Config(features={"ept": False}),
+    "no_vpid":          Config(features={"vpid": False}),
+    "no_invept":        Config(msr={MSR.IA32_VMX_EPT_VPID_CAP: _CAP & ~(1 << 20)}),
+    "ept_cap_a":        Config(msr={MSR.IA32_VMX_EPT_VPID_CAP:   # no A/D, no WB, no type 1, no INVVPID 1
+                               (_CAP & ~(1 << 21) & ~(1 << 14) & ~(1 << 25) & ~(1 << 41))}),
+    "ept_cap_b":        Config(msr={MSR.IA32_VMX_EPT_VPID_CAP:   # 5-level, SSS bit 7, no UC, no type 2/0
+                               (_CAP | 1 << 7 | 1 << 23) & ~(1 << 8) & ~(1 << 26) & ~(1 << 40)}),
+    "no_true_controls": Config(features={"true_controls": False}),
+    "reduced":          Config(features={name: False for name in DEFAULT_FEATURES}),
+    "maxphy32":         Config(maxphyaddr=32),
+    "maxphy52":         Config(maxphyaddr=52),
+}
+
+
+class Case(NamedTuple):
+    id: str
+    config: str
+    steps: tuple
+
+
+CASES = []
+# Cases the hardware gets wrong (see the reasons); they stay in the tables as strict xfails.
+KNOWN_HARDWARE_BUGS = {
+    # "case id": "reason, citing the architecture",
+}
+
+
+def case(name, *steps, config="default"):
+    flat = []
+    for s in steps:
+        flat.extend(s if isinstance(s, list) else [s])
+    CASES.append(Case(name, config, tuple(flat)))
+
+
+# =================================================================================================
+# VMXON (fact sheet §1.4.1)
+# =================================================================================================
+
+case("vmxon/success", S("vmxon", OK, addr=VMXON), S("vmptrst", VAL(U64)))
+case("vmxon/ud-cr4-vmxe-clear", cpu(cr4=0x20), S("vmxon", UD, addr=VMXON))
+case("vmxon/ud-real-mode", cpu(**REAL), S("vmxon", UD, addr=VMXON))
+case("vmxon/ud-virtual-8086", cpu(**V86), S("vmxon", UD, addr=VMXON))
+case("vmxon/ud-compatibility-mode", cpu(**COMPAT), S("vmxon", UD, addr=VMXON))
+case("vmxon/ud-before-gp", cpu(cr4=0x20, cpl=3, feature_control=0), S("vmxon", UD, addr=VMXON))
+case("vmxon/ud-compat-before-gp", cpu(cs_l=0, cpl=3), S("vmxon", UD, addr=0x1010))
+for _cpl in (1, 2, 3):
+    case(f"vmxon/gp-cpl{_cpl}", cpu(cpl=_cpl), S("vmxon", GP, addr=VMXON))
+case("vmxon/gp-cr0-ne-clear", cpu(cr0=0x8005_0013), S("vmxon", GP, addr=VMXON))
+case("vmxon/gp-cr0-pg-clear", cpu(cr0=0x0005_0033, efer=0, cs_l=0), S("vmxon", GP, addr=VMXON))
+case("vmxon/gp-cr0-bit32", cpu(cr0=0x1_8005_0033), S("vmxon", GP, addr=VMXON))
+for _bit in (12, 15, 19, 22, 23, 31, 40):          # CR4 bits outside IA32_VMX_CR4_FIXED1
+    case(f"vmxon/gp-cr4-bit{_bit}", cpu(cr4=0x2020 | 1 << _bit), S("vmxon", GP, addr=VMXON))
+case("vmxon/cr4-allowed-bits", cpu(cr4=0x2020 | 1 << 16 | 1 << 20 | 1 << 21), S("vmxon", OK, addr=VMXON))
+for _fc in (0, 1, 2, 3, 4, 6):                      # lock (bit 0) and "outside SMX" (bit 2) needed
+    case(f"vmxon/gp-feature-control-{_fc}", cpu(feature_control=_fc), S("vmxon", GP, addr=VMXON))
+for _fc in (5, 7, 0xFF05):
+    case(f"vmxon/feature-control-{_fc:#x}", cpu(feature_control=_fc), S("vmxon", OK, addr=VMXON))
+case("vmxon/gp-before-pointer-check", cpu(cpl=3), S("vmxon", GP, addr=0x1010))
+case("vmxon/gp-cr-before-pointer-check", cpu(cr0=0x8005_0013), S("vmxon", GP, addr=1 << 63))
+case("vmxon/fail-invalid-pointer",
+     *(S("vmxon", INV, addr=p) for p in (0x1010, 0x1001, 0x1800, 0x1FFF, VMXON | 1 << 39,
+                                         VMXON | 1 << 63, 1 << 39)),
+     S("vmptrst", UD),                               # still outside VMX operation
+     S("vmxon", OK, addr=VMXON))
+case("vmxon/fail-invalid-revision",
+     S("vmxon", INV, addr=BADREV), S("vmxon", INV, addr=ZEROREV),
+     S("vmxon", INV, addr=SHADOW),                   # bit 31 set: a VMXON region is never a shadow
+     S("vmxon", INV, addr=0x8000),                   # untouched memory reads as 0
+     S("vmptrst", UD), S("vmxon", OK, addr=A))
+case("vmxon/in-root-no-current-vmcs", ON, S("vmxon", INV, addr=VMXON), S("vmxon", INV, addr=A))
+case("vmxon/in-root-with-current-vmcs", ON_A, S("vmxon", ERR(15), addr=VMXON),
+     reads("VM_INSTRUCTION_ERROR", 15), S("vmptrst", VAL(A)))
+case("vmxon/in-root-gp-cpl3", ON_A, cpu(cpl=3), S("vmxon", GP, addr=VMXON))
+case("vmxon/in-root-ud-compat", ON_A, cpu(**COMPAT), S("vmxon", UD, addr=VMXON))
+case("vmxon/non-root-exit", GUEST, S("vmxon", EXIT(R_VMXON), addr=VMXON), exited(R_VMXON))
+case("vmxon/non-root-exit-before-gp", GUEST, cpu(cpl=3), S("vmxon", EXIT(R_VMXON), addr=VMXON),
+     cpu(cpl=0), exited(R_VMXON))
+case("vmxon/maxphyaddr-32", S("vmxon", INV, addr=1 << 32), S("vmxon", INV, addr=VMXON | 1 << 35),
+     S("vmxon", OK, addr=VMXON), config="maxphy32")
+case("vmxon/maxphyaddr-52", mem32(1 << 51, 4), S("vmxon", INV, addr=1 << 52),
+     S("vmxon", OK, addr=1 << 51), S("vmclear", INV, addr=1 << 51),
+     config="maxphy52")
+case("vmxon/maxphyaddr-39", mem32(1 << 38, 4), S("vmxon", OK, addr=1 << 38))
+# Capability overrides: CR0/CR4 fixed bits come from the (overridden) MSRs.
+case("vmxon/override-cr0-fixed0-requires-em", S("vmxon", GP, addr=VMXON),
+     cpu(cr0=0x8005_0033 | 1 << 2), S("vmxon", OK, addr=VMXON), config="cr0_fixed0_em")
+case("vmxon/override-cr0-fixed0-without-ne", cpu(cr0=0x8005_0013), S("vmxon", OK, addr=VMXON),
+     config="cr0_fixed0_no_ne")
+case("vmxon/override-cr4-fixed0-requires-osfxsr", S("vmxon", GP, addr=VMXON),
+     cpu(cr4=0x2020 | 1 << 9), S("vmxon", OK, addr=VMXON), config="cr4_fixed0_osfxsr")
+case("vmxon/override-cr4-fixed1-allows-la57", cpu(cr4=0x2020 | 1 << 12), S("vmxon", OK, addr=VMXON),
+     config="la57")
+
+# =================================================================================================
+# VMXOFF (§1.4.2)
+# =================================================================================================
+
+case("vmxoff/success", ON, S("vmxoff", OK), S("vmptrst", UD), S("vmxoff", UD), S("vmxon", OK, addr=VMXON))
+case("vmxoff/gp-cpl3", ON, cpu(cpl=3), S("vmxoff", GP), cpu(cpl=0), S("vmptrst", VAL(U64)))
+case("vmxoff/non-root-exit", GUEST, S("vmxoff", EXIT(R_VMXOFF)), exited(R_VMXOFF),
+     S("vmptrst", VAL(A)))
+case("vmxoff/drops-cache-without-write-back",
+     ON_A, S("vmwrite", OK, field="GUEST_RIP", value=0x1234),
+     S("vmxoff", OK),
+     field_word(A, "GUEST_RIP", 0),                  # never written back
+     launch_word(A, 0b10),                           # still marked "held by a processor"
+     S("vmxon", OK, addr=VMXON), S("vmptrld", OK, addr=A), reads("GUEST_RIP", 0),
+     S("vmlaunch", ERR(4)), S("vmresume", ERR(6)),   # corrupted
+     reads("VM_INSTRUCTION_ERROR", 6),
+     S("vmclear", OK, addr=A), launch_word(A, 0),
+     S("vmptrld", OK, addr=A), S("vmresume", ERR(5)), S("vmlaunch", ENTERED))
+case("vmxoff/vmresume-after-vmxoff-is-error-6",
+     GUEST, S("vmcall", EXIT(R_VMCALL)), S("vmxoff", OK), S("vmxon", OK, addr=VMXON),
+     S("vmptrld", OK, addr=A), S("vmresume", ERR(6)), S("vmlaunch", ERR(4)))
+
+# =================================================================================================
+# VMCLEAR (§1.4.3)
+# =================================================================================================
+
+_BAD_POINTERS = (A + 0x10, A + 1, A | 0x800, A | 1 << 39, A | 1 << 63)
+case("vmclear/bad-pointer-no-current", ON, *(S("vmclear", INV, addr=p) for p in _BAD_POINTERS))
+case("vmclear/bad-pointer-error-2", ON_A, *(S("vmclear", ERR(2), addr=p) for p in _BAD_POINTERS),
+     reads("VM_INSTRUCTION_ERROR", 2), S("vmptrst", VAL(A)))
+case("vmclear/vmxon-pointer-no-current", ON, S("vmclear", INV, addr=VMXON))
+case("vmclear/vmxon-pointer-error-3", ON_A, S("vmclear", ERR(3), addr=VMXON),
+     reads("VM_INSTRUCTION_ERROR", 3))
+case("vmclear/pointer-check-before-vmxon-check", S("vmxon", OK, addr=A), S("vmptrld", OK, addr=B),
+     S("vmclear", ERR(2), addr=A + 8), S("vmclear", ERR(3), addr=A))
+case("vmclear/not-resident-clears-launch-state", ON, mem32(B + 8, 0b11),
+     S("vmclear", OK, addr=B), launch_word(B, 0), peek(B, 32, 4))
+case("vmclear/no-revision-check", ON, S("vmclear", OK, addr=BADREV), S("vmclear", OK, addr=ZEROREV),
+     S("vmclear", OK, addr=SHADOW), S("vmclear", OK, addr=0x9000))
+case("vmclear/current-becomes-invalid", ON_A, S("vmclear", OK, addr=A), S("vmptrst", VAL(U64)),
+     S("vmread", INV, field="GUEST_RIP"), S("vmwrite", INV, field="GUEST_RIP", value=1),
+     S("vmlaunch", INV), S("vmclear", OK, addr=A))
+case("vmclear/writes-back-fields",
+     ON_A, S("vmwrite", OK, field="GUEST_RIP", value=0xFFFF_8000_1234_5678),
+     S("vmwrite", OK, field="TSC_OFFSET", value=0x0123_4567_89AB_CDEF),
+     S("vmwrite", OK, field="GUEST_ES_SELECTOR", value=0xFFFF_FFFF),
+     S("vmclear", OK, addr=A),
+     field_word(A, "GUEST_RIP", 0xFFFF_8000_1234_5678),
+     field_word(A, "TSC_OFFSET", 0x0123_4567_89AB_CDEF),
+     field_word(A, "GUEST_ES_SELECTOR", 0xFFFF),
+     launch_word(A, 0), peek(A, 32, 4),
+     S("vmptrld", OK, addr=A), reads("GUEST_RIP", 0xFFFF_8000_1234_5678))
+case("vmclear/resets-launched-state", GUEST, S("vmcall", EXIT(R_VMCALL)), S("vmclear", OK, addr=A),
+     S("vmptrld", OK, addr=A), S("vmresume", ERR(5)), S("vmlaunch", ENTERED))
+case("vmclear/resident-not-current", ON_A, S("vmptrld", OK, addr=B),
+     S("vmwrite", OK, field="GUEST_RSP", value=0x77),
+     S("vmclear", OK, addr=A), S("vmptrst", VAL(B)), launch_word(A, 0), reads("GUEST_RSP", 0x77))
+case("vmclear/non-root-exit", GUEST, S("vmclear", EXIT(R_VMCLEAR), addr=A), exited(R_VMCLEAR),
+     S("vmptrst", VAL(A)))
+
+# =================================================================================================
+# VMPTRLD (§1.4.4) and VMPTRST (§1.4.5)
+# =================================================================================================
+
+case("vmptrld/bad-pointer-no-current", ON, *(S("vmptrld", INV, addr=p) for p in _BAD_POINTERS),
+     S("vmptrst", VAL(U64)))
+case("vmptrld/bad-pointer-error-9", ON_A, *(S("vmptrld", ERR(9), addr=p) for p in _BAD_POINTERS),
+     reads("VM_INSTRUCTION_ERROR", 9), S("vmptrst", VAL(A)))
+case("vmptrld/vmxon-pointer-no-current", ON, S("vmptrld", INV, addr=VMXON))
+case("vmptrld/vmxon-pointer-error-10", ON_A, S("vmptrld", ERR(10), addr=VMXON),
+     reads("VM_INSTRUCTION_ERROR", 10), S("vmptrst", VAL(A)))
+case("vmptrld/bad-revision-no-current", ON, S("vmptrld", INV, addr=BADREV),
+     S("vmptrld", INV, addr=ZEROREV), S("vmptrst", VAL(U64)))
+case("vmptrld/bad-revision-error-11", ON_A, S("vmptrld", ERR(11), addr=BADREV),
+     S("vmptrld", ERR(11), addr=ZEROREV), S("vmptrld", ERR(11), addr=0x8000),
+     reads("VM_INSTRUCTION_ERROR", 11), S("vmptrst", VAL(A)))
+case("vmptrld/shadow-without-shadowing-error-11", ON_A, S("vmptrld", ERR(11), addr=SHADOW),
+     S("vmptrst", VAL(A)), config="no_shadowing")
+case("vmptrld/shadow-with-shadowing", ON, S("vmptrld", OK, addr=SHADOW), S("vmptrst", VAL(SHADOW)),
+     S("vmwrite", OK, field="GUEST_RIP", value=5), reads("GUEST_RIP", 5),
+     S("vmlaunch", INV), S("vmresume", INV))
+case("vmptrld/success", ON, S("vmptrld", OK, addr=A), S("vmptrst", VAL(A)),
+     launch_word(A, 0b10),                           # held by the processor
+     S("vmptrld", OK, addr=B), S("vmptrst", VAL(B)), S("vmptrld", OK, addr=A), S("vmptrst", VAL(A)))
+case("vmptrld/loads-fields-from-memory", ON,
+     S("mem_write", addr=B + field_offset(0x681E), data=(0x1122_3344_5566_7788).to_bytes(8, "little")),
+     S("mem_write", addr=B + field_offset(0x4002), data=(0x8401_E172).to_bytes(8, "little")),
+     S("vmptrld", OK, addr=B), reads("GUEST_RIP", 0x1122_3344_5566_7788),
+     reads("CPU_BASED_VM_EXEC_CONTROL", 0x8401_E172))
+case("vmptrld/launched-region", ON, mem32(B + 8, 1), S("vmptrld", OK, addr=B), launch_word(B, 0b11),
+     S("vmlaunch", ERR(4)), S("vmresume", ENTERED))
+case("vmptrld/resident-reload-reads-no-memory", ON_A, S("vmptrld", OK, addr=B), mem32(A, 5),
+     S("vmptrld", OK, addr=A), S("vmptrst", VAL(A)))
+case("vmptrld/pointer-check-before-vmxon-check", S("vmxon", OK, addr=A), S("vmptrld", OK, addr=B),
+     S("vmptrld", ERR(9), addr=A + 8), S("vmptrld", ERR(10), addr=A))
+case("vmptrld/non-root-exit", GUEST, S("vmptrld", EXIT(R_VMPTRLD), addr=B), exited(R_VMPTRLD),
+     S("vmptrst", VAL(A)))
+case("vmptrst/no-current", ON, S("vmptrst", VAL(U64)))
+case("vmptrst/after-failed-vmptrld", ON_A, S("vmptrld", ERR(11), addr=BADREV), S("vmptrst", VAL(A)))
+case("vmptrst/32-bit-mode", ON, S("vmptrld", OK, addr=C), cpu(**PROT32), S("vmptrst", VAL(C)))
+case("vmptrst/non-root-exit", GUEST, S("vmptrst", EXIT(R_VMPTRST)), exited(R_VMPTRST))
+
+# =================================================================================================
+# VMREAD / VMWRITE (§1.4.6)
+# =================================================================================================
+
+case("vmread/no-current", ON, S("vmread", INV, field="GUEST_RIP"),
+     S("vmwrite", INV, field="GUEST_RIP", value=1), S("vmread", INV, field=0x1234_5678))
+# Encodings that are not supported components: VMfailValid(12) for both VMREAD and VMWRITE.
+_UNSUPPORTED = {
+    "high-of-16-bit": 0x0001, "high-of-32-bit": 0x4003, "high-of-natural": 0x681F,
+    "bit12": 0x1800, "bit15": 0x8800, "bit16": 0x1_0800, "bit31": 0x8000_0800,
+    "bit32-64-bit-mode": 0x1_0000_0800, "bit63-64-bit-mode": 0x8000_0000_0000_0800,
+    "unknown-index": 0x7FFE, "type1-unknown": 0x2402, "not-configured-hlat": 0x0006,
+    "not-configured-tertiary": 0x2034, "all-ones": U64,
+}
+case("vmread/unsupported-error-12", ON_A,
+     *(S("vmread", ERR(12), field=e) for e in _UNSUPPORTED.values()),
+     reads("VM_INSTRUCTION_ERROR", 12))
+case("vmwrite/unsupported-error-12", ON_A,
+     *(S("vmwrite", ERR(12), field=e, value=0x55) for e in _UNSUPPORTED.values()),
+     reads("VM_INSTRUCTION_ERROR", 12))
+# Width rules in 64-bit mode: (field written, value, field read, value read).
+_WIDTHS_64 = [
+    ("GUEST_ES_SELECTOR", 0x1234_5678_9ABC_DEF0, "GUEST_ES_SELECTOR", 0xDEF0),
+    ("VIRTUAL_PROCESSOR_ID", U64, "VIRTUAL_PROCESSOR_ID", 0xFFFF),
+    ("CPU_BASED_VM_EXEC_CONTROL", 0x1_2345_6789, "CPU_BASED_VM_EXEC_CONTROL", 0x2345_6789),
+    ("TSC_OFFSET", 0x0123_4567_89AB_CDEF, "TSC_OFFSET", 0x0123_4567_89AB_CDEF),
+    ("TSC_OFFSET", 0x0123_4567_89AB_CDEF, "TSC_OFFSET_HIGH", 0x0123_4567),
+    ("TSC_OFFSET_HIGH", 0xFFFF_FFFF_7654_3210, "TSC_OFFSET", 0x7654_3210_89AB_CDEF),
+    ("GUEST_RIP", U64, "GUEST_RIP", U64),
+    ("HOST_RSP", 0x8000_0000_0000_0001, "HOST_RSP", 0x8000_0000_0000_0001),
+    ("VM_EXIT_REASON", 0xDEAD_BEEF_0000_0030, "VM_EXIT_REASON", 0x30),       # MISC[29] = 1
+    ("GUEST_PHYSICAL_ADDRESS_HIGH", 0xAB, "GUEST_PHYSICAL_ADDRESS", 0xAB_0000_0000),
+    ("EXIT_QUALIFICATION", U64, "EXIT_QUALIFICATION", U64),
+]
+case("vmwrite/widths-64-bit-mode", ON_A,
+     *[[S("vmwrite", OK, field=w, value=v), reads(r, x)] for w, v, r, x in _WIDTHS_64])
+# Outside 64-bit mode the register operands are 32 bits (SDM VMREAD/VMWRITE, [T] test_vmcs_high).
+case("vmwrite/widths-32-bit-mode", ON_A,
+     S("vmwrite", OK, field="GUEST_RIP", value=0x1111_2222_3333_4444),
+     S("vmwrite", OK, field="TSC_OFFSET", value=0x0123_4567_89AB_CDEF),
+     cpu(**PROT32),
+     reads("GUEST_RIP", 0x3333_4444), reads("TSC_OFFSET", 0x89AB_CDEF), reads("TSC_OFFSET_HIGH", 0x0123_4567),
+     S("vmwrite", OK, field="GUEST_RIP", value=0xAAAA_BBBB_CCCC_DDDD),
+     S("vmwrite", OK, field="TSC_OFFSET_HIGH", value=0xFFFF_FFFF_7654_3210),
+     S("vmwrite", OK, field="GUEST_ES_SELECTOR", value=0xFFFF_FFFF_FFFF_1234),
+     S("vmread", VAL(0xCCCC_DDDD), field=0xFFFF_FFFF_0000_681E),   # bits 63:32 ignored
+     S("vmwrite", OK, field=0x1_0000_4002, value=0x1234),
+     cpu(**LONG),
+     reads("GUEST_RIP", 0xCCCC_DDDD),                # bits 63:32 cleared by the 32-bit VMWRITE
+     reads("TSC_OFFSET", 0x7654_3210_89AB_CDEF), reads("GUEST_ES_SELECTOR", 0x1234),
+     reads("CPU_BASED_VM_EXEC_CONTROL", 0x1234))
+case("vmwrite/readonly-allowed-with-misc29", ON_A,
+     S("vmwrite", OK, field="VM_INSTRUCTION_ERROR", value=7), reads("VM_INSTRUCTION_ERROR", 7),
+     S("vmwrite", OK, field="EXIT_QUALIFICATION", value=9), reads("EXIT_QUALIFICATION", 9))
+case("vmwrite/readonly-error-13", ON_A,
+     *(S("vmwrite", ERR(13), field=f, value=1) for f in (
+         "VM_EXIT_REASON", "VM_INSTRUCTION_ERROR", "EXIT_QUALIFICATION", "GUEST_LINEAR_ADDRESS",
+         "GUEST_PHYSICAL_ADDRESS", "GUEST_PHYSICAL_ADDRESS_HIGH", "VM_EXIT_INSTRUCTION_LEN")),
+     reads("VM_INSTRUCTION_ERROR", 13), reads("VM_EXIT_REASON", 0),
+     S("vmwrite", ERR(12), field=0x4401, value=1),   # 12 (unsupported) before 13 (read-only)
+     S("vmwrite", OK, field="GUEST_RIP", value=1), config="misc29_clear")
+case("vmread/only-the-current-vmcs", ON_A, S("vmwrite", OK, field="GUEST_RIP", value=1),
+     S("vmptrld", OK, addr=B), reads("GUEST_RIP", 0), S("vmwrite", OK, field="GUEST_RIP", value=2),
+     S("vmptrld", OK, addr=A), reads("GUEST_RIP", 1), S("vmptrld", OK, addr=B), reads("GUEST_RIP", 2))
+case("vmread/non-root-exit", GUEST, S("vmread", EXIT(R_VMREAD), field="GUEST_RIP"), exited(R_VMREAD))
+case("vmwrite/non-root-exit", GUEST, S("vmwrite", EXIT(R_VMWRITE), field="GUEST_RIP", value=3),
+     exited(R_VMWRITE), reads("GUEST_RIP", 0))
+case("vmread/non-root-exit-even-unsupported", GUEST, S("vmread", EXIT(R_VMREAD), field=0x7FFE),
+     exited(R_VMREAD))
+# Capability override: clearing "enable VPID" in IA32_VMX_PROCBASED_CTLS2 removes the VPID field.
+case("override/vpid-field-present-by-default", ON_A, S("vmwrite", OK, field="VIRTUAL_PROCESSOR_ID", value=1),
+     reads("VIRTUAL_PROCESSOR_ID", 1))
+case("override/vpid-field-removed", ON_A, S("vmread", ERR(12), field="VIRTUAL_PROCESSOR_ID"),
+     S("vmwrite", ERR(12), field="VIRTUAL_PROCESSOR_ID", value=1),
+     S("rdmsr", VAL(_PROC2 & ~(1 << 37)), msr=0x48B), config="vpid_override")
+
+# =================================================================================================
+# VMLAUNCH / VMRESUME basic checks (§1.4.7)
+# =================================================================================================
+
+case("entry/no-current", ON, S("vmlaunch", INV), S("vmresume", INV))
+case("entry/no-current-beats-movss", ON, cpu(mov_ss_blocking=1), S("vmlaunch", INV), S("vmresume", INV))
+case("entry/shadow-vmcs", ON, S("vmptrld", OK, addr=SHADOW), S("vmlaunch", INV), S("vmresume", INV),
+     cpu(mov_ss_blocking=1), S("vmlaunch", INV))
+case("entry/movss-error-26-clear", ON_A, cpu(mov_ss_blocking=1), S("vmlaunch", ERR(26)),
+     S("vmresume", ERR(26)), reads("VM_INSTRUCTION_ERROR", 26))
+case("entry/movss-error-26-launched", GUEST, S("vmcall", EXIT(R_VMCALL)), cpu(mov_ss_blocking=1),
+     S("vmlaunch", ERR(26)), S("vmresume", ERR(26)), cpu(mov_ss_blocking=0), S("vmresume", ENTERED))
+case("entry/vmlaunch-launched-error-4", GUEST, S("vmcall", EXIT(R_VMCALL)), S("vmlaunch", ERR(4)),
+     reads("VM_INSTRUCTION_ERROR", 4))
+case("entry/vmresume-clear-error-5", ON_A, S("vmresume", ERR(5)), reads("VM_INSTRUCTION_ERROR", 5),
+     S("vmlaunch", ENTERED))
+case("entry/launch-then-resume", ON_A, S("vmlaunch", ENTERED), S("vmcall", EXIT(R_VMCALL)),
+     S("vmresume", ENTERED), S("vmcall", EXIT(R_VMCALL)), S("vmresume", ENTERED))
+case("entry/corrupted-region", ON, mem32(B + 8, 0b10), S("vmptrld", OK, addr=B), S("vmlaunch", ERR(4)),
+     S("vmresume", ERR(6)), mem32(C + 8, 0b11), S("vmptrld", OK, addr=C), S("vmresume", ERR(6)),
+     S("vmlaunch", ERR(4)))
+case("entry/launched-state-survives-eviction", GUEST, S("vmcall", EXIT(R_VMCALL)),
+     S("vmptrld", OK, addr=B), S("vmptrld", OK, addr=C),      # 2 slots: A is evicted
+     launch_word(A, 0b01),                                    # launched, no longer held
+     S("vmptrld", OK, addr=A), S("vmlaunch", ERR(4)), S("vmresume", ENTERED))
+case("entry/vmlaunch-non-root-exit", GUEST, S("vmlaunch", EXIT(R_VMLAUNCH)), exited(R_VMLAUNCH))
+case("entry/vmresume-non-root-exit", GUEST, S("vmresume", EXIT(R_VMRESUME)), exited(R_VMRESUME))
+
+# =================================================================================================
+# INVEPT (§1.4.8): default EPT_VPID_CAP has UC, WB, 4-level, A/D, types 1 and 2; MAXPHYADDR 39.
+# =================================================================================================
+
+_EPTP_TABLE = [       # (EPTP, valid for single-context INVEPT with the default capabilities)
+    (0x1E, True), (0x18, True), (0x5E, True), (0x1E | 1 << 12, True), (0x1E | 0x7F_FFFF_F000, True),
+    *((0x18 | t, False) for t in (1, 2, 3, 4, 5, 7)),               # memory types other than UC/WB
+    *((w << 3 | 6, False) for w in (0, 1, 2, 4, 5, 6, 7)),          # walk length other than 4
+    *((0x1E | 1 << b, False) for b in (7, 8, 9, 10, 11)),           # reserved bits 11:7
+    (0x1E | 1 << 39, False), (0x1E | 1 << 51, False), (0x1E | 1 << 63, False),   # beyond MAXPHYADDR
+]
+case("invept/types", ON_A,
+     S("invept", ERR(28), type=0, eptp=0x1E), S("invept", OK, type=1, eptp=0x1E),
+     S("invept", OK, type=2, eptp=0x1E), S("invept", ERR(28), type=3, eptp=0x1E),
+     S("invept", ERR(28), type=4, eptp=0x1E), S("invept", ERR(28), type=1 << 32 | 1, eptp=0x1E),
+     S("invept", ERR(28), type=U64, eptp=0x1E), reads("VM_INSTRUCTION_ERROR", 28))
+case("invept/types-32-bit-mode", ON_A, cpu(**PROT32),
+     S("invept", OK, type=1 << 32 | 1, eptp=0x1E), S("invept", OK, type=0xFFFF_FFFF_0000_0002, eptp=0))
+case("invept/no-current", ON, S("invept", INV, type=0, eptp=0x1E), S("invept", INV, type=1, eptp=0),
+     S("invept", OK, type=2, eptp=0))
+case("invept/eptp-checks", ON_A,
+     *(S("invept", OK if ok else ERR(28), type=1, eptp=e) for e, ok in _EPTP_TABLE))
+case("invept/all-context-ignores-eptp", ON_A,
+     *(S("invept", OK, type=2, eptp=e) for e, _ in _EPTP_TABLE), S("invept", OK, type=2, eptp=U64))
+case("invept/capabilities-a", ON_A,
+     S("invept", ERR(28), type=1, eptp=0x18),        # type 1 not offered
+     S("invept", OK, type=2, eptp=0), config="ept_cap_a")
+case("invept/capabilities-b", ON_A,
+     S("invept", OK, type=1, eptp=0x26),             # 5-level walk (cap bit 7), WB
+     S("invept", OK, type=1, eptp=0x9E),             # bit 7 with supervisor shadow stacks (bit 23)
+     S("invept", ERR(28), type=1, eptp=0x18),        # UC not offered (bit 8 clear)
+     S("invept", ERR(28), type=1, eptp=0x11E),
+     S("invept", ERR(28), type=2, eptp=0),           # type 2 not offered
+     config="ept_cap_b")
+case("invept/ud-without-ept", ON_A, S("invept", UD, type=1, eptp=0x1E), S("invept", UD, type=2, eptp=0),
+     config="no_ept")
+case("invept/ud-without-invept-cap", ON_A, S("invept", UD, type=2, eptp=0), config="no_invept")
+case("invept/ud-when-ept-control-overridden-away", ON_A, S("invept", UD, type=2, eptp=0),
+     config="ept_override")
+case("invept/non-root-exit", GUEST, S("invept", EXIT(R_INVEPT), type=3, eptp=0), exited(R_INVEPT))
+case("invept/ud-before-exit", GUEST, S("invept", UD, type=2, eptp=0), config="no_ept")
+
+# =================================================================================================
+# INVVPID (§1.4.9): default EPT_VPID_CAP has INVVPID and types 0–3.
+# =================================================================================================
+
+case("invvpid/types", ON_A,
+     *(S("invvpid", OK, type=t, vpid=1) for t in range(4)),
+     S("invvpid", ERR(28), type=4, vpid=1), S("invvpid", ERR(28), type=1 << 32 | 1, vpid=1),
+     reads("VM_INSTRUCTION_ERROR", 28))
+case("invvpid/types-32-bit-mode", ON_A, cpu(**PROT32), S("invvpid", OK, type=1 << 32 | 1, vpid=1))
+case("invvpid/reserved-descriptor-bits", ON_A,
+     *(S("invvpid", ERR(28), type=t, vpid=1, descriptor_reserved=r)
+       for t in range(4) for r in (1, 1 << 15, 1 << 47)))
+case("invvpid/vpid-zero", ON_A,
+     S("invvpid", ERR(28), type=0, vpid=0), S("invvpid", ERR(28), type=1, vpid=0),
+     S("invvpid", OK, type=2, vpid=0), S("invvpid", ERR(28), type=3, vpid=0),
+     S("invvpid", OK, type=0, vpid=0xFFFF))
+_LA48 = [(0, True), (0x0000_7FFF_FFFF_FFFF, True), (0xFFFF_8000_0000_0000, True), (U64, True),
+         (0x0000_8000_0000_0000, False), (0xFFFF_7FFF_FFFF_FFFF, False), (0x8000_0000_0000_0000, False),
+         (0x00FF_FFFF_FFFF_FFFF, False), (0x0100_0000_0000_0000, False)]
+_LA57 = [(0, True), (0x0000_8000_0000_0000, True), (0x00FF_FFFF_FFFF_FFFF, True),
+         (0xFF00_0000_0000_0000, True), (0xFFFF_7FFF_FFFF_FFFF, True),
+         (0x0100_0000_0000_0000, False), (0xFEFF_FFFF_FFFF_FFFF, False), (0x8000_0000_0000_0000, False)]
+case("invvpid/individual-address-canonical-48", ON_A,
+     *(S("invvpid", OK if ok else ERR(28), type=0, vpid=1, addr=a) for a, ok in _LA48),
+     *(S("invvpid", OK, type=t, vpid=1, addr=0x8000_0000_0000_0000) for t in (1, 2, 3)))
+case("invvpid/individual-address-canonical-57", cpu(cr4=0x2020 | 1 << 12), ON_A,
+     *(S("invvpid", OK if ok else ERR(28), type=0, vpid=1, addr=a) for a, ok in _LA57),
+     config="la57")
+case("invvpid/no-current", ON, S("invvpid", INV, type=4, vpid=1), S("invvpid", OK, type=2, vpid=0))
+case("invvpid/capabilities-a", ON_A, S("invvpid", ERR(28), type=1, vpid=1),
+     S("invvpid", OK, type=0, vpid=1), config="ept_cap_a")
+case("invvpid/capabilities-b", ON_A, S("invvpid", ERR(28), type=0, vpid=1),
+     S("invvpid", OK, type=3, vpid=1), config="ept_cap_b")
+case("invvpid/ud-without-vpid", ON_A, S("invvpid", UD, type=2, vpid=0), config="no_vpid")
+case("invvpid/ud-when-vpid-control-overridden-away", ON_A, S("invvpid", UD, type=2, vpid=0),
+     config="vpid_override")
+case("invvpid/non-root-exit", GUEST, S("invvpid", EXIT(R_INVVPID), type=9, vpid=0), exited(R_INVVPID))
+
+# =================================================================================================
+# VMCALL (§1.4.10)
+# =================================================================================================
+
+case("vmcall/outside-vmx", S("vmcall", UD))
+case("vmcall/root-no-current", ON, S("vmcall", INV))
+case("vmcall/root-error-1", ON_A, S("vmcall", ERR(1)), reads("VM_INSTRUCTION_ERROR", 1))
+case("vmcall/root-gp-cpl3", ON_A, cpu(cpl=3), S("vmcall", GP))
+case("vmcall/root-ud-compat", ON_A, cpu(**COMPAT), S("vmcall", UD))
+case("vmcall/root-ud-v86", ON_A, cpu(**V86), S("vmcall", UD))
+case("vmcall/non-root-exit", GUEST, S("vmcall", EXIT(R_VMCALL)), exited(R_VMCALL))
+for _name, _state in (("cpl3", {"cpl": 3}), ("compat", COMPAT), ("v86", V86), ("real", REAL)):
+    case(f"vmcall/non-root-exit-{_name}", GUEST, cpu(**_state), S("vmcall", EXIT(R_VMCALL)),
+         cpu(**LONG), exited(R_VMCALL))
+
+# =================================================================================================
+# RDMSR of the capability MSRs (fact sheet §3)
+# =================================================================================================
+
+for _config in ("default", "no_true_controls", "ept_cap_b", "vpid_override"):
+    _msrs = CONFIGS[_config].capabilities().msrs
+    case(f"rdmsr/capability-msrs-{_config}",
+         *(S("rdmsr", VAL(_msrs[i]) if i in _msrs else GP, msr=i) for i in range(0x480, 0x494)),
+         config=_config)
+case("rdmsr/default-values", *(S("rdmsr", VAL(v), msr=i) for i, v in (
+    (0x480, 0x00D8_1000_0000_0004), (0x486, 0x8000_0021), (0x487, 0xFFFF_FFFF), (0x488, 0x2000),
+    (0x485, _MISC))), S("rdmsr", GP, msr=0x492), S("rdmsr", GP, msr=0x493))
+case("rdmsr/true-controls-absent", S("rdmsr", VAL(0x0058_1000_0000_0004), msr=0x480),
+     *(S("rdmsr", GP, msr=i) for i in (0x48D, 0x48E, 0x48F, 0x490)), config="no_true_controls")
+# Without secondary controls, EPT, VPID and VM functions their MSRs do not exist (SDM vol. 3D A.1).
+case("rdmsr/optional-msrs-absent", S("rdmsr", VAL(0x0058_1000_0000_0004), msr=0x480),
+     *(S("rdmsr", GP, msr=i) for i in (0x48B, 0x48C, 0x48D, 0x48E, 0x48F, 0x490, 0x491, 0x492, 0x493)),
+     config="reduced")
+case("rdmsr/feature-control", S("rdmsr", VAL(5), msr=0x3A), cpu(feature_control=0x7),
+     S("rdmsr", VAL(7), msr=0x3A), ON, S("rdmsr", VAL(7), msr=0x3A))
+case("rdmsr/unknown-gp", *(S("rdmsr", GP, msr=i) for i in (0, 0x10, 0x1B, 0x3B, 0x47F, 0x494, 0x4FF,
+                                                          0x1480, 0xC000_0080, 0xFFFF_FFFF)))
+case("rdmsr/gp-cpl3", cpu(cpl=3), S("rdmsr", GP, msr=0x480), S("rdmsr", GP, msr=0x3A))
+case("rdmsr/in-root", ON_A, S("rdmsr", VAL(_DEFAULT.msrs[0x481]), msr=0x481))
+case("rdmsr/non-root-exit", GUEST, S("rdmsr", EXIT(R_RDMSR), msr=0x480), exited(R_RDMSR))
+case("rdmsr/non-root-exit-unknown-msr", GUEST, S("rdmsr", EXIT(R_RDMSR), msr=0x47F), exited(R_RDMSR))
+case("rdmsr/non-root-gp-cpl3", GUEST, cpu(cpl=3), S("rdmsr", GP, msr=0x480))
+
+# =================================================================================================
+# The common pre-checks (§1.3) for every VMX instruction but VMXON, and their non-root exits
+# =================================================================================================
+
+INSTRUCTIONS = {   # name -> (step builder, exit reason)
+    "vmxoff":   (lambda e: S("vmxoff", e), R_VMXOFF),
+    "vmclear":  (lambda e: S("vmclear", e, addr=B), R_VMCLEAR),
+    "vmptrld":  (lambda e: S("vmptrld", e, addr=B), R_VMPTRLD),
+    "vmptrst":  (lambda e: S("vmptrst", e), R_VMPTRST),
+    "vmread":   (lambda e: S("vmread", e, field="GUEST_RIP"), R_VMREAD),
+    "vmwrite":  (lambda e: S("vmwrite", e, field="GUEST_RIP", value=1), R_VMWRITE),
+    "vmlaunch": (lambda e: S("vmlaunch", e), R_VMLAUNCH),
+    "vmresume": (lambda e: S("vmresume", e), R_VMRESUME),
+    "invept":   (lambda e: S("invept", e, type=2, eptp=0), R_INVEPT),
+    "invvpid":  (lambda e: S("invvpid", e, type=2, vpid=0), R_INVVPID),
+    "vmcall":   (lambda e: S("vmcall", e), R_VMCALL),
+}
+# (situation, setup, processor state, expected for VMCALL, expected for the others); None = n/a.
+_PRECHECKS = [
+    ("outside-vmx", [], {}, UD, UD),
+    ("outside-vmx-cpl3", [], {"cpl": 3}, UD, UD),
+    ("root-real-mode", ON_A, REAL, None, UD),        # CR0.PE = 0 cannot happen in root
+    ("root-v86", ON_A, V86, UD, UD),
+    ("root-compat", ON_A, COMPAT, UD, UD),
+    ("root-cpl1", ON_A, {"cpl": 1}, GP, GP),
+    ("root-cpl3", ON_A, {"cpl": 3}, GP, GP),
+    ("root-compat-cpl3", ON_A, {**COMPAT, "cpl": 3}, UD, UD),     # #UD before #GP
+    ("non-root-real-mode", GUEST, REAL, "exit", UD),              # #UD before the VM exit ...
+    ("non-root-v86", GUEST, V86, "exit", UD),
+    ("non-root-compat", GUEST, COMPAT, "exit", UD),               # ... except for VMCALL
+    ("non-root-cpl3", GUEST, {"cpl": 3}, "exit", "exit"),         # the VM exit before #GP
+    ("non-root-32-bit", GUEST, PROT32, "exit", "exit"),
+]
+for _situation, _setup, _state, _vmcall, _other in _PRECHECKS:
+    for _name, (_build, _reason) in INSTRUCTIONS.items():
+        _expected = _vmcall if _name == "vmcall" else _other
+        if _expected is None:
+            continue
+        _steps = [*_setup, cpu(**_state)]
+        if _expected == "exit":
+            _steps += [_build(EXIT(_reason)), cpu(**LONG), *exited(_reason)]
+        else:
+            _steps += [_build(_expected)]
+            if _setup is GUEST:      # the fault leaves the guest running: its next VMCALL exits
+                _steps += [cpu(**LONG), S("vmcall", EXIT(R_VMCALL))]
+        case(f"precheck/{_situation}/{_name}", *_steps)
+
+# All instructions in one guest, one after the other: exit, check the fields, resume.
+_loop = list(GUEST)
+for _name, (_build, _reason) in INSTRUCTIONS.items():
+    if _name == "vmcall":
+        continue
+    _loop += [_build(EXIT(_reason)), *exited(_reason), S("vmresume", ENTERED)]
+_loop += [S("vmxon", EXIT(R_VMXON), addr=VMXON), *exited(R_VMXON), S("vmresume", ENTERED),
+          S("rdmsr", EXIT(R_RDMSR), msr=0x480), *exited(R_RDMSR), S("vmresume", ENTERED),
+          S("vmcall", EXIT(R_VMCALL)), *exited(R_VMCALL)]
+case("exits/every-instruction-in-one-guest", *_loop)
+
+
+# -- running the tables -----------------------------------------------------------------------------
+
+def _reset():
+    """Whatever the previous case left: 64-bit CPL 0, leave the guest, leave VMX, fresh pages."""
+    steps = [step("set_cpu", **LONG), step("vmcall"), step("vmxoff")]
+    for base, revision in PAGES.items():
+        data = revision.to_bytes(4, "little") + bytes(PAGE_BYTES - 4)
+        steps.append(step("mem_write", addr=base, data=data))
+    return steps
+
+
+@functools.cache
+def run_config(config_name):
+    """Run every case of one configuration in one scenario; return the scenario, rows and spans."""
+    steps, spans = [], {}
+    for c in CASES:
+        if c.config != config_name:
+            continue
+        steps += _reset()
+        spans[c.id] = (len(steps), len(steps) + len(c.steps))
+        steps += [(op, args) for op, args, _ in c.steps]
+    scn = scenario(steps, config=CONFIGS[config_name], name=f"tables-{config_name}")
+    return scn, run_scenario(scn)["steps"], spans
+
+
+def _case_params():
+    params = []
+    for c in CASES:
+        marks = ()
+        if c.id in KNOWN_HARDWARE_BUGS:
+            marks = pytest.mark.xfail(strict=True, reason=KNOWN_HARDWARE_BUGS[c.id])
+        params.append(pytest.param(c, id=c.id, marks=marks))
+    return params
+
+
+def test_case_names_are_unique():
+    assert len({c.id for c in CASES}) == len(CASES)
+    assert {c.config for c in CASES} <= set(CONFIGS)
+
+
+@pytest.mark.parametrize("vmx_case", _case_params())
+def test_table(vmx_case):
+    scn, rows, spans = run_config(vmx_case.config)
+    start, _ = spans[vmx_case.id]
+    failures = []
+    for offset, (op, args, expect) in enumerate(vmx_case.steps):
+        row = rows[start + offset]
+        assert row["op"] == op
+        if expect is None:
+            continue
+        got = {k: row[k] for k in expect}
+        if got != expect:
+            failures.append(f"step {offset + 1} {op} {args}: expected {expect}, got "
+                            f"{ {k: row[k] for k in ROW_KEYS if row[k] is not None} }")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("config_name", sorted({c.config for c in CASES}))
+def test_tables_agree_with_model(config_name):
+    """Every row of the table scenarios (resets included) is what the reference model predicts.
+
+    Steps of the cases in KNOWN_HARDWARE_BUGS are left out: there the model follows the SDM and
+    the hardware does not (those cases are strict xfails of test_table).
+    """
+    scn, rows, spans = run_config(config_name)
+    expected, _, _ = model_rows(scn)
+    skip = set()
+    for name in KNOWN_HARDWARE_BUGS:
+        if name in spans:
+            skip.update(range(*spans[name]))
+    mismatches = [(s.index, s.op, s.args, {k: r[k] for k in ROW_KEYS}, e)
+                  for i, (s, r, e) in enumerate(zip(scn.steps, rows, expected))
+                  if i not in skip and {k: r[k] for k in ROW_KEYS} != e]
+    assert not mismatches, "\n".join(f"step {i} {op} {a}: hardware {h}, model {m}"
+                                     for i, op, a, h, m in mismatches[:20])
+
+
+# -- signatures --------------------------------------------------------------------------------------
+
+def test_vmcs_unit_signature():
+    caps = VMXCapabilities(maxphyaddr=42)
+    unit = VMCSUnit(caps, cache_slots=3)
+    assert dict(unit.signature.members.items()) == {
+        "cmd":          In(wiring.Signature({"payload": Out(Command), "valid": Out(1), "ready": In(1)})),
+        "resp":         Out(wiring.Signature({"payload": Out(Result), "valid": Out(1), "ready": In(1)})),
+        "cpu":          In(ProcessorState),
+        "status":       Out(VMXStatus),
+        "current_vmcs": Out(64),
+        "bus":          Out(WishboneSignature(addr_width=42 - 3)),
+    }
+    assert unit.signature.members["bus"].signature.addr_width == 39
+
+
+def test_field_decoder_signature():
+    caps = VMXCapabilities()
+    decoder = FieldDecoder(caps)
+    n = len(caps.supported_fields)
+    assert dict(decoder.signature.members.items()) == {
+        "encoding": In(64), "long_mode": In(1), "supported": Out(1), "index": Out(range(n)),
+        "width": Out(2), "readonly": Out(1), "high": Out(1),
+    }
+    assert decoder.fields == caps.supported_fields
+
+
+def test_vmcs_store_signature():
+    store = VMCSStore(slots=3, n_fields=115)
+    assert dict(store.signature.members.items()) == {
+        "r_slot": In(range(3)), "r_index": In(range(115)), "r_en": In(1), "r_data": Out(64),
+        "w_slot": In(range(3)), "w_index": In(range(115)), "w_data": In(64), "w_en": In(2),
+    }
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2"])
+def test_vmcs_unit_rejects_bad_slot_count(bad):
+    with pytest.raises(ValueError):
+        VMCSUnit(VMXCapabilities(), cache_slots=bad)
+
+
+def test_vmcs_unit_rejects_non_capabilities():
+    with pytest.raises(TypeError):
+        VMCSUnit(object())
+
+
+# -- cycle counts (regression guards) -----------------------------------------------------------------
+
+@pytest.mark.parametrize("latency", [0, 3])
+def test_cycle_bounds(latency):
+    config = Config(features={f: False for f in DEFAULT_FEATURES}, memory_latency=latency)
+    n = len(config.capabilities().supported_fields)
+    # (step, 64-bit words the documented cache policy moves over the bus)
+    program = [
+        (step("vmptrld", addr=A), n + 3),                  # free slot: revision, launch word,
+                                                           # the fields, launch word ("held")
+        (step("vmwrite", field="GUEST_RIP", value=1), 0),  # cached VMWRITE (A becomes dirty)
+        (step("vmread", field="GUEST_RIP"), 0),            # cached VMREAD
+        (step("vmread", field="TSC_OFFSET_HIGH"), 0),
+        (step("vmptrld", addr=A), 0),                      # the current VMCS again
+        (step("vmptrld", addr=B), n + 3),                  # second free slot
+        (step("vmptrld", addr=A), 0),                      # resident, not current
+        (step("vmptrld", addr=C), n + 4),                  # evicts B (clean): launch word only
+        (step("vmptrld", addr=B), 2 * n + 4),              # evicts A (dirty): fields + launch word
+        (step("vmwrite", field="GUEST_RSP", value=2), 0),
+        (step("vmclear", addr=B), n + 1),                  # resident and dirty
+        (step("vmclear", addr=C), 1),                      # resident and clean
+        (step("vmclear", addr=A), 1),                      # not resident
+    ]
+    memory = [(p, r.to_bytes(4, "little")) for p, r in PAGES.items()]
+    scn = scenario([step("vmxon", addr=VMXON), *(s for s, _ in program)], config=config, memory=memory)
+    rows = run_scenario(scn)["steps"][1:]
+    _, model_words, _ = model_rows(scn)
+    for (s, words), row, modelled in zip(program, rows, model_words[1:]):
+        assert row["outcome"] == "succeed", row
+        assert modelled == words, (s, modelled, words)
+        if words == 0:
+            assert row["cycles"] <= 2, (s, row)
+        else:
+            assert row["cycles"] <= words * (1 + latency) + 3, (s, row, words)
