@@ -38,9 +38,12 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .arch_state import SEGMENTS, ArchState, host_segment_access_rights
 from .bus import WishboneSignature
 from .capabilities import MSR, VMXCapabilities
-from .exit_logic import ExitReason
+from .entry_check_catalogue import CHECKS, CheckGroup
+from .entry_checks import ENTRY_CHECKS, MSR_LOAD_CHECKS, EntryChecker, MSRLoadChecker, entry_fields_layout
+from .exit_logic import ENTRY_FAILURE_BIT, ExitReason
 from .vmcs_fields import BY_NAME, VMCS_FIELDS, FieldType, FieldWidth
 
 
@@ -167,7 +170,9 @@ class Result(data.Struct):
     """The unit's answer to a :class:`Command`.
 
     ``value`` holds VMREAD data, the VMPTRST pointer or the RDMSR value; ``error`` the VM-instruction
-    error number of a VMfailValid; ``exit_reason`` and ``qualification`` describe a VM exit.
+    error number of a VMfailValid; ``exit_reason`` and ``qualification`` describe a VM exit or a
+    VM-entry failure; ``check`` names the VM-entry check that decided a failed entry; ``event`` and
+    ``event_error`` describe the event a successful VM entry injected.
     """
     outcome:       Outcome
     fault:         Fault
@@ -175,6 +180,9 @@ class Result(data.Struct):
     value:         64
     exit_reason:   32
     qualification: 64
+    check:         8     # 1 + catalogue index of the reported VM-entry check, 0 for none
+    event:         32    # VM-entry interruption information of an injected event (bit 31: valid)
+    event_error:   32    # its error code
 
 
 class ProcessorState(data.Struct):
@@ -202,6 +210,11 @@ class FieldDecoder(wiring.Component):
     63:32 are set in 64-bit mode, when it names no field the configuration supports, or when it is the
     "high" access (bit 0) of a field that is not 64 bits wide.
 
+    Parameters
+    ----------
+    fields : sequence of VMCSField
+        The supported fields in store order: a field's position is its dense index.
+
     Members
     -------
     encoding : In(64)
@@ -216,8 +229,8 @@ class FieldDecoder(wiring.Component):
     high : Out(1)
     """
 
-    def __init__(self, capabilities):
-        self._fields = capabilities.supported_fields
+    def __init__(self, fields):
+        self._fields = tuple(fields)
         super().__init__({
             "encoding":  In(64),
             "long_mode": In(1),
@@ -257,47 +270,86 @@ class FieldDecoder(wiring.Component):
 
 
 class VMCSStore(wiring.Component):
-    """On-chip storage of the cached VMCSs: ``slots`` × ``n_fields`` 64-bit words in one RAM.
+    """On-chip storage of the cached VMCSs, banked for wide reads.
 
-    Word address = slot × 2^ceil(log2(n_fields)) + field index. Reads are synchronous (data one cycle
-    after ``r_en``, held while ``r_en`` is low); writes take effect at the clock edge, per 32-bit half
-    (``w_en[0]`` bits 31:0, ``w_en[1]`` bits 63:32).
+    Field *i* of a slot lives in bank ``i mod banks`` at row ``i div banks``; each bank is its own RAM
+    of ``slots`` × 2^ceil(log2(rows)) 64-bit words. Two kinds of read share the banks' read ports:
+
+    * a single field (``r_slot``, ``r_index``, ``r_en`` → ``r_data``), for VMREAD and write-back;
+    * a whole row of every bank (``g_slot``, ``g_row``, ``g_en`` → ``g_data``), ``banks`` fields a cycle,
+      for the VM-entry checker's gather. ``g_en`` has priority.
+
+    Reads are synchronous (data one cycle after the enable, held while the enable is low). Writes of a
+    single field take effect at the clock edge, per 32-bit half (``w_en[0]`` bits 31:0, ``w_en[1]``
+    bits 63:32).
     """
 
-    def __init__(self, *, slots, n_fields):
-        self._slots, self._n_fields = slots, n_fields
-        self._stride_bits = ceil_log2(max(2, n_fields))
+    def __init__(self, *, slots, n_fields, banks=8):
+        if banks < 1 or banks & (banks - 1):
+            raise ValueError(f"banks must be a power of two, not {banks!r}")
+        self._slots, self._n_fields, self._banks = slots, n_fields, banks
+        self._rows = max(1, -(-n_fields // banks))
+        self._bank_bits = ceil_log2(banks)
+        self._row_bits = max(1, ceil_log2(self._rows))
         super().__init__({
             "r_slot":  In(range(slots)),
             "r_index": In(range(max(2, n_fields))),
             "r_en":    In(1),
             "r_data":  Out(64),
+            "g_slot":  In(range(slots)),
+            "g_row":   In(range(max(2, self._rows))),
+            "g_en":    In(1),
+            "g_data":  Out(data.ArrayLayout(64, banks)),
             "w_slot":  In(range(slots)),
             "w_index": In(range(max(2, n_fields))),
             "w_data":  In(64),
             "w_en":    In(2),
         })
 
+    @property
+    def banks(self):
+        return self._banks
+
+    @property
+    def rows(self):
+        return self._rows
+
     def elaborate(self, platform):
         m = Module()
-        depth = self._slots << self._stride_bits
-        m.submodules.memory = memory = Memory(shape=64, depth=depth, init=[])
-        rd = memory.read_port()
-        wr = memory.write_port(granularity=32)
+        bank_bits, row_bits = self._bank_bits, self._row_bits
+        depth = self._slots << row_bits
 
-        def address(slot, index):
-            if self._slots == 1:
-                return index
-            return Cat(index.as_unsigned()[:self._stride_bits], slot)
+        def split(index):
+            index = index.as_unsigned()
+            return index[:bank_bits], index[bank_bits:bank_bits + row_bits]
 
-        m.d.comb += [
-            rd.addr.eq(address(self.r_slot, self.r_index)),
-            rd.en.eq(self.r_en),
-            self.r_data.eq(rd.data),
-            wr.addr.eq(address(self.w_slot, self.w_index)),
-            wr.data.eq(self.w_data),
-            wr.en.eq(self.w_en),
-        ]
+        def address(slot, row):
+            row = row.as_unsigned()[:row_bits]
+            return row if self._slots == 1 else Cat(row, slot)
+
+        r_bank, r_row = split(self.r_index)
+        w_bank, w_row = split(self.w_index)
+        r_bank_q = Signal.like(r_bank) if bank_bits else Const(0, 1)
+        if bank_bits:
+            with m.If(self.r_en & ~self.g_en):
+                m.d.sync += r_bank_q.eq(r_bank)
+        read_data = []
+        for bank in range(self._banks):
+            memory = Memory(shape=64, depth=depth, init=[])
+            m.submodules[f"bank{bank}"] = memory
+            rd = memory.read_port()
+            wr = memory.write_port(granularity=32)
+            m.d.comb += [
+                rd.addr.eq(Mux(self.g_en, address(self.g_slot, self.g_row),
+                               address(self.r_slot, r_row))),
+                rd.en.eq(self.g_en | self.r_en),
+                self.g_data[bank].eq(rd.data),
+                wr.addr.eq(address(self.w_slot, w_row)),
+                wr.data.eq(self.w_data),
+                wr.en.eq(Mux(w_bank == bank, self.w_en, 0) if bank_bits else self.w_en),
+            ]
+            read_data.append(rd.data)
+        m.d.comb += self.r_data.eq(Array(read_data)[r_bank_q] if bank_bits else read_data[0])
         return m
 
 
@@ -310,6 +362,8 @@ class VMCSUnit(wiring.Component):
         The processor configuration (fields, MSR values, INVEPT/INVVPID types, CR fixed bits).
     cache_slots : int
         Number of VMCSs held on chip (≥ 1).
+    banks : int
+        Banks of the VMCS store (a power of two): a VM entry reads this many fields a cycle.
 
     Members
     -------
@@ -321,10 +375,15 @@ class VMCSUnit(wiring.Component):
     status : Out(:class:`VMXStatus`)
     current_vmcs : Out(64)
         The current-VMCS pointer (all ones when there is none).
+    arch_state : Out(:class:`~hwvirt.hdl.arch_state.ArchState`)
+        The state the processor runs with: the guest state after a VM entry, the host state after a
+        VM-entry failure.
+    entry_failures : Out(len(CHECKS))
+        Every failing check of the last VM entry that reached the checker, by catalogue index.
     bus : Out(:class:`~hwvirt.hdl.bus.WishboneSignature`)
     """
 
-    def __init__(self, capabilities=None, *, cache_slots=2):
+    def __init__(self, capabilities=None, *, cache_slots=2, banks=8):
         if capabilities is None:
             capabilities = VMXCapabilities()
         if not isinstance(capabilities, VMXCapabilities):
@@ -333,17 +392,31 @@ class VMCSUnit(wiring.Component):
             raise ValueError(f"cache_slots must be a positive integer, not {cache_slots!r}")
         self.capabilities = capabilities
         self.cache_slots = cache_slots
-        self.fields = capabilities.supported_fields
+        self.banks = banks
+        # Store order: the fields a VM entry reads come first, so the gather reads as few rows as
+        # possible; then the others. Memory layout does not depend on it (catalogue order).
+        supported = capabilities.supported_fields
+        gathered = set(entry_fields_layout().members) | {
+            f.name for f in supported if f.type in (FieldType.GUEST_STATE, FieldType.HOST_STATE)}
+        self.entry_fields = tuple(f for f in supported if f.name in gathered)
+        self.fields = self.entry_fields + tuple(f for f in supported if f.name not in gathered)
         super().__init__({
-            "cmd":          In(wiring.Signature({
+            "cmd":            In(wiring.Signature({
                 "payload": Out(Command), "valid": Out(1), "ready": In(1)})),
-            "resp":         Out(wiring.Signature({
+            "resp":           Out(wiring.Signature({
                 "payload": Out(Result), "valid": Out(1), "ready": In(1)})),
-            "cpu":          In(ProcessorState),
-            "status":       Out(VMXStatus),
-            "current_vmcs": Out(64),
-            "bus":          Out(WishboneSignature(addr_width=capabilities.maxphyaddr - 3)),
+            "cpu":            In(ProcessorState),
+            "status":         Out(VMXStatus),
+            "current_vmcs":   Out(64),
+            "arch_state":     Out(ArchState),
+            "entry_failures": Out(len(CHECKS)),
+            "bus":            Out(WishboneSignature(addr_width=capabilities.maxphyaddr - 3)),
         })
+
+    @property
+    def entry_gather_cycles(self):
+        """Rows of the banked store a VM entry reads: one per cycle."""
+        return max(1, -(-len(self.entry_fields) // self.banks))
 
     def elaborate(self, platform):
         m = Module()
@@ -352,8 +425,10 @@ class VMCSUnit(wiring.Component):
         n_fields = len(self.fields)
         maxphy = caps.maxphyaddr
 
-        m.submodules.decoder = decoder = FieldDecoder(caps)
-        m.submodules.store = store = VMCSStore(slots=n_slots, n_fields=n_fields)
+        m.submodules.decoder = decoder = FieldDecoder(self.fields)
+        m.submodules.store = store = VMCSStore(slots=n_slots, n_fields=n_fields, banks=self.banks)
+        m.submodules.entry_checker = checker = EntryChecker(caps)
+        m.submodules.msr_checker = msr_checker = MSRLoadChecker(caps)
 
         cpu = self.cpu
         long_mode = cpu.efer[10] & cpu.cs_l           # IA32_EFER.LMA = 1 and CS.L = 1
@@ -428,9 +503,11 @@ class VMCSUnit(wiring.Component):
         xfer_slot = Signal(range(n_slots))
         xfer_base = Signal(maxphy - 3)        # word address of the region
         xfer_index = Signal(range(max(2, n_fields)))
+        xfer_evicting = Signal()              # a write-back for an eviction (else for VMCLEAR)
         last_index = n_fields - 1
         # Word offset of each supported field in the region, by dense index.
         field_word = Array(Const((REGION_FIELD_BASE >> 3) + VMCS_FIELDS.index(f), 16) for f in self.fields)
+        field_mask = Array(Const((1 << f.bits) - 1, 64) for f in self.fields)
 
         # -- capability constants ----------------------------------------------------------------------
         cr0_fixed0, cr0_fixed1 = caps.cr0_fixed
@@ -539,6 +616,189 @@ class VMCSUnit(wiring.Component):
             VMXOp.INVVPID: ExitReason.INVVPID, VMXOp.VMCALL: ExitReason.VMCALL,
         }
 
+        # -- VM entry (SDM vol. 3C chapter 27) ------------------------------------------------------
+        # The fields a VM entry reads are gathered from the banked store, a row (``banks`` fields) a
+        # cycle, into registers; the checker evaluates every check on them at once.
+        gathered = {f.name: Signal(f.bits, name=f"entry_{f.name.lower()}") for f in self.entry_fields}
+        gather_row = Signal(range(max(2, store.rows)))
+        gather_last_row = self.entry_gather_cycles - 1
+        gather_capture = Signal()
+        gather_capture_row = Signal.like(gather_row)
+        m.d.sync += [gather_capture.eq(store.g_en), gather_capture_row.eq(gather_row)]
+        with m.If(gather_capture):
+            with m.Switch(gather_capture_row):
+                for row in range(self.entry_gather_cycles):
+                    with m.Case(row):
+                        for bank in range(self.banks):
+                            index = row * self.banks + bank
+                            if index < len(self.entry_fields):
+                                target = gathered[self.entry_fields[index].name]
+                                m.d.sync += target.eq(store.g_data[bank][:len(target)])
+
+        def field(name):
+            return gathered[name] if name in gathered else Const(0, BY_NAME[name].bits)
+
+        layout = entry_fields_layout()
+        m.d.comb += [checker.fields[name].eq(field(name)) for name in layout.members]
+        link_revision = Signal(32)
+        vtpr = Signal(8)
+        memory_pdptes = Array(Signal(64, name=f"memory_pdpte{i}") for i in range(4))
+        pin, proc, exit_ctls, entry_ctls = (field("PIN_BASED_VM_EXEC_CONTROL"),
+                                            field("CPU_BASED_VM_EXEC_CONTROL"),
+                                            field("VM_EXIT_CONTROLS"), field("VM_ENTRY_CONTROLS"))
+        proc2 = Mux(proc[31], field("SECONDARY_VM_EXEC_CONTROL"), 0)
+        ept_on = proc2[1]
+        ia32e_guest = entry_ctls[9]
+        host64 = exit_ctls[9]
+        guest_cr0, guest_cr4 = field("GUEST_CR0"), field("GUEST_CR4")
+        link = field("VMCS_LINK_POINTER")
+        vapic = field("VIRTUAL_APIC_PAGE_ADDR")
+        need_link = (link != INVALID_POINTER) & ~link[0:12].any() & ~link[maxphy:64].any()
+        need_vtpr = (proc[21] & ~proc2[9] & ~proc2[0] & ~vapic[0:12].any() & ~vapic[maxphy:64].any())
+        pae_guest = guest_cr0[31] & guest_cr4[5] & ~ia32e_guest
+        need_pdptes = pae_guest & ~ept_on
+        pdpte_base = field("GUEST_CR3")[5:32]           # the PDPT is 32-byte aligned below 4 GiB
+        pdpte_index = Signal(2)
+        m.d.comb += [
+            checker.host_lma.eq(cpu.efer[10]),
+            checker.current_vmcs.eq(current_ptr),
+            checker.link_revision.eq(link_revision),
+            checker.vtpr.eq(vtpr),
+        ]
+        for i in range(4):
+            m.d.comb += checker.pdptes[i].eq(Mux(ept_on, field(f"GUEST_PDPTR{i}"), memory_pdptes[i]))
+
+        msr_count = field("VM_ENTRY_MSR_LOAD_COUNT")
+        msr_list = field("VM_ENTRY_MSR_LOAD_ADDR")
+        msr_number = Signal(32)                        # 1-based entry being processed
+        msr_word0 = Signal(64)
+        msr_entry_base = msr_list[4:maxphy] + (msr_number - 1)[:maxphy]   # in 16-byte units
+        m.d.comb += [
+            msr_checker.number.eq(msr_number),
+            msr_checker.msr.eq(msr_word0[0:32]),
+            msr_checker.reserved.eq(msr_word0[32:64]),
+            msr_checker.value.eq(self.bus.dat_r),
+        ]
+
+        def first_failing(failures, checks, *, group):
+            """(any, 1 + catalogue index of the first failing check of ``group``, its qualification)."""
+            any_ = Signal(name=f"{group.name.lower()}_failed")
+            index = Signal(8, name=f"{group.name.lower()}_check")
+            qualification = Signal(3, name=f"{group.name.lower()}_qualification")
+            for bit, check in reversed(list(enumerate(checks))):
+                if check.group == group:
+                    with m.If(failures[bit]):
+                        m.d.comb += [any_.eq(1), index.eq(CHECKS.index(check) + 1),
+                                     qualification.eq(check.qualification)]
+            return any_, index, qualification
+
+        entry_positions = [CHECKS.index(c) for c in ENTRY_CHECKS]
+        msr_positions = [CHECKS.index(c) for c in MSR_LOAD_CHECKS]
+
+        def load_guest_state():
+            """SDM vol. 3C §27.3.2: the guest-state area becomes the processor state."""
+            st = self.arch_state
+            stmts = [
+                st.cr0.eq(guest_cr0), st.cr3.eq(field("GUEST_CR3")), st.cr4.eq(guest_cr4),
+                st.rsp.eq(field("GUEST_RSP")), st.rip.eq(field("GUEST_RIP")),
+                st.rflags.eq(field("GUEST_RFLAGS")),
+                st.gdtr.base.eq(field("GUEST_GDTR_BASE")), st.gdtr.limit.eq(field("GUEST_GDTR_LIMIT")),
+                st.idtr.base.eq(field("GUEST_IDTR_BASE")), st.idtr.limit.eq(field("GUEST_IDTR_LIMIT")),
+                st.sysenter_cs.eq(field("GUEST_SYSENTER_CS")),
+                st.sysenter_esp.eq(field("GUEST_SYSENTER_ESP")),
+                st.sysenter_eip.eq(field("GUEST_SYSENTER_EIP")),
+                st.activity.eq(field("GUEST_ACTIVITY_STATE")),
+                st.interruptibility.eq(field("GUEST_INTERRUPTIBILITY_INFO")),
+                st.pending_dbg.eq(field("GUEST_PENDING_DBG_EXCEPTIONS")),
+            ]
+            for seg in SEGMENTS:
+                name = seg.upper()
+                segment = getattr(st, seg)
+                stmts += [segment.selector.eq(field(f"GUEST_{name}_SELECTOR")),
+                          segment.base.eq(field(f"GUEST_{name}_BASE")),
+                          segment.limit.eq(field(f"GUEST_{name}_LIMIT")),
+                          segment.ar.eq(field(f"GUEST_{name}_AR_BYTES"))]
+            m.d.sync += stmts
+            with m.If(entry_ctls[2]):                 # load debug controls
+                m.d.sync += [st.dr7.eq(field("GUEST_DR7")), st.debugctl.eq(field("GUEST_IA32_DEBUGCTL"))]
+            with m.If(entry_ctls[14]):                # load IA32_PAT
+                m.d.sync += st.pat.eq(field("GUEST_IA32_PAT"))
+            with m.If(entry_ctls[15]):                # load IA32_EFER
+                m.d.sync += st.efer.eq(field("GUEST_IA32_EFER"))
+            with m.Else():                            # LMA follows "IA-32e mode guest", LME too with paging
+                m.d.sync += st.efer.eq(Cat(cpu.efer[0:8], Mux(guest_cr0[31], ia32e_guest, cpu.efer[8]),
+                                           cpu.efer[9], ia32e_guest, cpu.efer[11:64]))
+
+        def load_host_state():
+            """SDM vol. 3C §28.5: the host-state area becomes the processor state (VM-entry failure)."""
+            st = self.arch_state
+            stmts = [
+                st.cr0.eq(field("HOST_CR0")), st.cr3.eq(field("HOST_CR3")), st.cr4.eq(field("HOST_CR4")),
+                st.dr7.eq(0x400), st.debugctl.eq(0),
+                st.rsp.eq(field("HOST_RSP")), st.rip.eq(field("HOST_RIP")), st.rflags.eq(0x2),
+                st.gdtr.base.eq(field("HOST_GDTR_BASE")), st.gdtr.limit.eq(0xFFFF),
+                st.idtr.base.eq(field("HOST_IDTR_BASE")), st.idtr.limit.eq(0xFFFF),
+                st.sysenter_cs.eq(field("HOST_IA32_SYSENTER_CS")),
+                st.sysenter_esp.eq(field("HOST_IA32_SYSENTER_ESP")),
+                st.sysenter_eip.eq(field("HOST_IA32_SYSENTER_EIP")),
+                st.activity.eq(0), st.interruptibility.eq(0), st.pending_dbg.eq(0),
+            ]
+            for seg in SEGMENTS:
+                segment = getattr(st, seg)
+                selector = field(f"HOST_{seg.upper()}_SELECTOR") if seg != "ldtr" else Const(0, 16)
+                base = {"fs": field("HOST_FS_BASE"), "gs": field("HOST_GS_BASE"),
+                        "tr": field("HOST_TR_BASE")}.get(seg, 0)
+                limit = 0x67 if seg == "tr" else (0 if seg == "ldtr" else 0xFFFF_FFFF)
+                stmts += [segment.selector.eq(selector), segment.base.eq(base), segment.limit.eq(limit),
+                          segment.ar.eq(host_segment_access_rights(seg, host64=host64,
+                                                                   selector_null=selector == 0))]
+            m.d.sync += stmts
+            with m.If(exit_ctls[19]):                 # load IA32_PAT
+                m.d.sync += st.pat.eq(field("HOST_IA32_PAT"))
+            with m.If(exit_ctls[21]):                 # load IA32_EFER
+                m.d.sync += st.efer.eq(field("HOST_IA32_EFER"))
+            with m.Else():                            # LMA and LME follow "host address-space size"
+                m.d.sync += st.efer.eq(Cat(cpu.efer[0:8], host64, cpu.efer[9], host64, cpu.efer[11:64]))
+
+        def entry_failure(reason, qualification, check):
+            """A VM-entry failure (SDM vol. 3C §27.8): host state, exit reason with bit 31, no launch."""
+            load_host_state()
+            m.d.sync += [
+                result.outcome.eq(Outcome.ENTRY_FAILED),
+                result.exit_reason.eq(ENTRY_FAILURE_BIT | reason.value),
+                result.qualification.eq(qualification),
+                result.check.eq(check),
+            ]
+            m.next = "Exit-Write-Reason"
+
+        def start_entry():
+            m.d.sync += [gather_row.eq(0), link_revision.eq(0), vtpr.eq(0), pdpte_index.eq(0),
+                         self.entry_failures.eq(0)]
+            m.d.sync += [memory_pdptes[i].eq(0) for i in range(4)]
+            m.next = "Entry-Gather"
+
+        def load_msr(index, value):
+            """An MSR-load-list entry that reaches the architectural state (SDM vol. 3C §27.4)."""
+            st = self.arch_state
+            with m.Switch(index):
+                for msr, target in ((0xC000_0080, st.efer), (0x277, st.pat), (0x1D9, st.debugctl),
+                                    (0x174, st.sysenter_cs), (0x175, st.sysenter_esp),
+                                    (0x176, st.sysenter_eip)):
+                    with m.Case(msr):
+                        m.d.sync += target.eq(value)
+
+        def after_link():
+            with m.If(need_vtpr):
+                m.next = "Entry-Read-VTPR"
+            with m.Else():
+                after_vtpr()
+
+        def after_vtpr():
+            with m.If(need_pdptes):
+                m.next = "Entry-Read-PDPTE"
+            with m.Else():
+                m.next = "Entry-Check"
+
         def root_instruction():
             """Instruction-specific checks and work in VMX root operation at CPL 0."""
             with m.Switch(op):
@@ -558,7 +818,8 @@ class VMCSUnit(wiring.Component):
                         with m.If(hits.any()):
                             m.d.sync += xfer_slot.eq(hit_slot)
                             with m.If(slot_dirty[hit_slot]):
-                                m.next = "VMCLEAR-Writeback-Prime"
+                                m.d.sync += xfer_evicting.eq(0)
+                                m.next = "Writeback-Prime"
                             with m.Else():
                                 m.next = "VMCLEAR-Write-Launch-State"
                         with m.Else():
@@ -620,16 +881,14 @@ class VMCSUnit(wiring.Component):
                         with m.If(slot_launched[current_slot] | slot_corrupt[current_slot]):
                             vmfail(VMInstructionError.VMLAUNCH_NONCLEAR_VMCS)
                         with m.Else():
-                            m.d.sync += [slot_launched[current_slot].eq(1), non_root.eq(1)]
-                            respond(Outcome.ENTERED)
+                            start_entry()
                     with m.Else():
                         with m.If(slot_corrupt[current_slot]):
                             vmfail(VMInstructionError.VMRESUME_AFTER_VMXOFF)
                         with m.Elif(~slot_launched[current_slot]):
                             vmfail(VMInstructionError.VMRESUME_NONLAUNCHED_VMCS)
                         with m.Else():
-                            m.d.sync += non_root.eq(1)
-                            respond(Outcome.ENTERED)
+                            start_entry()
 
                 with m.Case(VMXOp.INVEPT):
                     with m.If(~invept_type_ok):
@@ -752,17 +1011,21 @@ class VMCSUnit(wiring.Component):
                         respond(Outcome.FAIL_INVALID)
 
             # -- VMCLEAR: write back a resident VMCS, then mark the region clear -------------------
-            with m.State("VMCLEAR-Writeback-Prime"):
+            # -- write every field of slot ``xfer_slot`` back to its region (VMCLEAR, eviction) ----
+            with m.State("Writeback-Prime"):
                 m.d.comb += [store.r_slot.eq(xfer_slot), store.r_index.eq(0), store.r_en.eq(1)]
-                m.next = "VMCLEAR-Writeback"
-            with m.State("VMCLEAR-Writeback"):
+                m.next = "Writeback"
+            with m.State("Writeback"):
                 bus_access(xfer_base + field_word[xfer_index], write=True, data=stored)
                 m.d.comb += [store.r_slot.eq(xfer_slot), store.r_index.eq(xfer_index + 1)]
                 with m.If(self.bus.ack):
                     m.d.comb += store.r_en.eq(1)
                     m.d.sync += xfer_index.eq(xfer_index + 1)
                     with m.If(xfer_index == last_index):
-                        m.next = "VMCLEAR-Write-Launch-State"
+                        with m.If(xfer_evicting):
+                            m.next = "Evict-Write-Launch-State"
+                        with m.Else():
+                            m.next = "VMCLEAR-Write-Launch-State"
             with m.State("VMCLEAR-Write-Launch-State"):
                 bus_access(xfer_base + (_LAUNCH_WORD_OFFSET >> 3), write=True, data=0, sel=0x0F)
                 with m.If(self.bus.ack):
@@ -789,24 +1052,14 @@ class VMCSUnit(wiring.Component):
                         ]
                         with m.If(slot_valid[victim] & slot_dirty[victim]):
                             m.d.sync += xfer_base.eq(Cat(Const(0, 9), slot_tag[victim]))
-                            m.next = "Evict-Writeback-Prime"
+                            m.d.sync += xfer_evicting.eq(1)
+                            m.next = "Writeback-Prime"
                         with m.Elif(slot_valid[victim]):
                             m.d.sync += xfer_base.eq(Cat(Const(0, 9), slot_tag[victim]))
                             m.next = "Evict-Write-Launch-State"
                         with m.Else():
                             m.d.sync += xfer_base.eq(pointer[3:maxphy])
                             m.next = "VMPTRLD-Read-Launch-State"
-            with m.State("Evict-Writeback-Prime"):
-                m.d.comb += [store.r_slot.eq(xfer_slot), store.r_index.eq(0), store.r_en.eq(1)]
-                m.next = "Evict-Writeback"
-            with m.State("Evict-Writeback"):
-                bus_access(xfer_base + field_word[xfer_index], write=True, data=stored)
-                m.d.comb += [store.r_slot.eq(xfer_slot), store.r_index.eq(xfer_index + 1)]
-                with m.If(self.bus.ack):
-                    m.d.comb += store.r_en.eq(1)
-                    m.d.sync += xfer_index.eq(xfer_index + 1)
-                    with m.If(xfer_index == last_index):
-                        m.next = "Evict-Write-Launch-State"
             with m.State("Evict-Write-Launch-State"):
                 launch_word = Cat(slot_launched[xfer_slot], slot_corrupt[xfer_slot])
                 bus_access(xfer_base + (_LAUNCH_WORD_OFFSET >> 3), write=True, data=launch_word, sel=0x0F)
@@ -830,7 +1083,8 @@ class VMCSUnit(wiring.Component):
                     m.d.comb += [
                         store.w_slot.eq(xfer_slot),
                         store.w_index.eq(xfer_index),
-                        store.w_data.eq(self.bus.dat_r),
+                        # Fields are kept zero-extended: stray high bits in a region are dropped.
+                        store.w_data.eq(self.bus.dat_r & field_mask[xfer_index]),
                         store.w_en.eq(0b11),
                     ]
                     m.d.sync += xfer_index.eq(xfer_index + 1)
@@ -849,6 +1103,107 @@ class VMCSUnit(wiring.Component):
                         current_ptr.eq(pointer),
                     ]
                     respond(Outcome.SUCCEED)
+
+            # -- VM entry: gather, fetch what the checks need from memory, check, load -------------
+            with m.State("Entry-Gather"):
+                m.d.comb += [store.g_en.eq(1), store.g_slot.eq(current_slot), store.g_row.eq(gather_row)]
+                m.d.sync += gather_row.eq(gather_row + 1)
+                with m.If(gather_row == gather_last_row):
+                    m.next = "Entry-Gathered"
+            with m.State("Entry-Gathered"):
+                # The last row is captured at the end of this cycle.
+                m.next = "Entry-Fetch"
+            with m.State("Entry-Fetch"):
+                with m.If(need_link):
+                    m.next = "Entry-Read-Link"
+                with m.Else():
+                    after_link()
+            with m.State("Entry-Read-Link"):
+                bus_access(link[3:maxphy])
+                with m.If(self.bus.ack):
+                    m.d.sync += link_revision.eq(self.bus.dat_r[0:32])
+                    after_link()
+            with m.State("Entry-Read-VTPR"):
+                bus_access((vapic + 0x80)[3:maxphy])
+                with m.If(self.bus.ack):
+                    m.d.sync += vtpr.eq(self.bus.dat_r[0:8])
+                    after_vtpr()
+            with m.State("Entry-Read-PDPTE"):
+                bus_access(Cat(pdpte_index, pdpte_base))
+                with m.If(self.bus.ack):
+                    m.d.sync += [memory_pdptes[pdpte_index].eq(self.bus.dat_r), pdpte_index.eq(pdpte_index + 1)]
+                    with m.If(pdpte_index == 3):
+                        m.next = "Entry-Check"
+            with m.State("Entry-Check"):
+                failures = checker.failures
+                m.d.sync += [self.entry_failures[pos].eq(failures[bit])
+                             for bit, pos in enumerate(entry_positions)]
+                ctl_failed, ctl_check, _ = first_failing(failures, ENTRY_CHECKS, group=CheckGroup.CONTROLS)
+                host_failed, host_check, _ = first_failing(failures, ENTRY_CHECKS, group=CheckGroup.HOST)
+                guest_failed, guest_check, guest_qualification = first_failing(
+                    failures, ENTRY_CHECKS, group=CheckGroup.GUEST)
+                with m.If(ctl_failed):
+                    m.d.sync += result.check.eq(ctl_check)
+                    vmfail(VMInstructionError.ENTRY_INVALID_CONTROL_FIELD)
+                with m.Elif(host_failed):
+                    m.d.sync += result.check.eq(host_check)
+                    vmfail(VMInstructionError.ENTRY_INVALID_HOST_STATE_FIELD)
+                with m.Elif(guest_failed):
+                    entry_failure(ExitReason.ENTRY_FAIL_GUEST_STATE, guest_qualification, guest_check)
+                with m.Else():
+                    load_guest_state()
+                    m.d.sync += msr_number.eq(1)
+                    with m.If(msr_count != 0):
+                        m.next = "Entry-MSR-Read-Index"
+                    with m.Else():
+                        m.next = "Entry-Complete"
+            with m.State("Entry-MSR-Read-Index"):
+                bus_access(Cat(Const(0, 1), msr_entry_base))
+                with m.If(self.bus.ack):
+                    m.d.sync += msr_word0.eq(self.bus.dat_r)
+                    m.next = "Entry-MSR-Read-Value"
+            with m.State("Entry-MSR-Read-Value"):
+                bus_access(Cat(Const(1, 1), msr_entry_base))
+                msr_failures = msr_checker.failures
+                msr_failed, msr_check, _ = first_failing(msr_failures, MSR_LOAD_CHECKS,
+                                                         group=CheckGroup.MSR_LOAD)
+                with m.If(self.bus.ack):
+                    with m.If(msr_failed):
+                        m.d.sync += [self.entry_failures[pos].eq(msr_failures[bit])
+                                     for bit, pos in enumerate(msr_positions)]
+                        entry_failure(ExitReason.ENTRY_FAIL_MSR_LOADING, msr_number, msr_check)
+                    with m.Else():
+                        load_msr(msr_word0[0:32], self.bus.dat_r)
+                        m.d.sync += msr_number.eq(msr_number + 1)
+                        with m.If(msr_number == msr_count):
+                            m.next = "Entry-Complete"
+                        with m.Else():
+                            m.next = "Entry-MSR-Read-Index"
+            with m.State("Entry-Complete"):
+                # SDM vol. 3C §27.6, §27.7: inject the event, clear the valid bit of the
+                # interruption-information field, mark the VMCS launched, enter non-root operation.
+                injection = field("VM_ENTRY_INTR_INFO_FIELD")
+                with m.If(injection[31]):
+                    m.d.comb += [
+                        store.w_slot.eq(current_slot),
+                        store.w_index.eq(self.fields.index(BY_NAME["VM_ENTRY_INTR_INFO_FIELD"])),
+                        store.w_data.eq(injection[0:31]),
+                        store.w_en.eq(0b11),
+                    ]
+                    m.d.sync += [
+                        slot_dirty[current_slot].eq(1),
+                        result.event.eq(injection),
+                        result.event_error.eq(Mux(injection[11], field("VM_ENTRY_EXCEPTION_ERROR_CODE"), 0)),
+                    ]
+                    # A vectoring event (not type 7, "other event") clears blocking by STI and
+                    # MOV SS and makes the logical processor active (§27.7.1).
+                    with m.If(injection[8:11] != 7):
+                        m.d.sync += [self.arch_state.interruptibility[0:2].eq(0),
+                                     self.arch_state.activity.eq(0)]
+                with m.If(op == VMXOp.VMLAUNCH):
+                    m.d.sync += slot_launched[current_slot].eq(1)
+                m.d.sync += non_root.eq(1)
+                respond(Outcome.ENTERED)
 
             # -- a VM exit caused by a VMX instruction in non-root operation (SDM vol. 3C §26.1.2) --
             with m.State("Exit-Write-Reason"):

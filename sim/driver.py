@@ -160,6 +160,7 @@ class UnitDriver:
             ready = io.get("cmd__ready")
             resp_valid = io.get("resp__valid")
             resp_payload = io.get("resp__payload")
+            entry_failures = io.get("entry_failures")
             # Write phase.
             self._serve_bus()
             if accepted_at is None:
@@ -176,6 +177,10 @@ class UnitDriver:
                         value=fields["value"],
                         exit_reason=fields["exit_reason"],
                         qualification=fields["qualification"],
+                        check=fields["check"],
+                        event=fields["event"],
+                        event_error=fields["event_error"],
+                        entry_failures=entry_failures,
                         cycles=self.cycle - accepted_at,
                     )
                     await self._tick()

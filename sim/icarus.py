@@ -25,9 +25,19 @@ def icarus_available():
     return shutil.which("iverilog") is not None and shutil.which("vvp") is not None
 
 
+def _gateware_digest():
+    """A digest of the gateware sources, so that a changed design is never simulated from a stale build."""
+    import hwvirt.hdl
+    digest = hashlib.sha256()
+    for path in sorted(Path(hwvirt.hdl.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 def _config_key(scenario, waves):
     caps = scenario.config.capabilities()
-    text = repr((sorted(caps.msrs.items()), caps.maxphyaddr, scenario.config.vmcs_cache_slots, waves))
+    text = repr((sorted(caps.msrs.items()), caps.maxphyaddr, scenario.config.vmcs_cache_slots, waves,
+                 _gateware_digest()))
     return hashlib.sha256(text.encode()).hexdigest()[:16] + ("-waves" if waves else "")
 
 

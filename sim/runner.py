@@ -14,6 +14,7 @@ from pathlib import Path
 
 from amaranth.sim import Simulator
 
+from hwvirt.hdl.entry_check_catalogue import CHECKS
 from hwvirt.hdl.vmcs_unit import Fault, Outcome, VMCSUnit, VMXOp
 
 from .driver import PhysicalMemory, PortIO, UnitDriver
@@ -25,7 +26,7 @@ BACKENDS = ("pysim", "icarus")
 
 #: The keys of one step in the JSON report, in order.
 STEP_KEYS = ("index", "op", "outcome", "error", "fault", "value", "exit_reason", "qualification",
-             "check", "cycles", "expect_ok")
+             "check", "checks", "injected", "cycles", "expect_ok")
 
 # Scenario op → (instruction, how its operands are formed from the step's arguments).
 _INSTRUCTIONS = {
@@ -72,6 +73,15 @@ def _step_result(step, result, cycles):
         row["qualification"] = result["qualification"]
     if outcome == Outcome.SUCCEED and step.op in _VALUE_OPS:
         row["value"] = result["value"]
+    if result.get("check"):
+        row["check"] = CHECKS[result["check"] - 1].id
+    if step.op in ("vmlaunch", "vmresume") and (
+            result["check"] or outcome in (Outcome.ENTERED, Outcome.ENTRY_FAILED)):
+        # The entry reached the checker: every failing check, in catalogue order.
+        row["checks"] = [check.id for i, check in enumerate(CHECKS) if result["entry_failures"] >> i & 1]
+    if outcome == Outcome.ENTERED and result["event"] >> 31:
+        row["injected"] = {"vector": result["event"] & 0xFF, "type": result["event"] >> 8 & 7,
+                           "error_code": result["event_error"] if result["event"] >> 11 & 1 else None}
     return row
 
 
@@ -82,6 +92,8 @@ def expect_mismatches(step, row):
         got = row.get(key)
         if isinstance(wanted, str) and isinstance(got, str):
             same = wanted.lower() == got.lower()
+        elif key == "injected":
+            same = got is not None and all(got.get(k) == v for k, v in wanted.items())
         else:
             same = wanted == got
         if not same:
@@ -138,7 +150,7 @@ class AmaranthIO(PortIO):
         self._ctx = ctx
         self._ports = {}
         for name in ("cmd__valid", "cmd__ready", "cmd__payload", "resp__valid", "resp__ready",
-                     "resp__payload", "cpu", "bus__cyc", "bus__stb", "bus__we", "bus__adr",
+                     "resp__payload", "entry_failures", "cpu", "bus__cyc", "bus__stb", "bus__we", "bus__adr",
                      "bus__dat_w", "bus__sel", "bus__dat_r", "bus__ack"):
             obj = unit
             for part in name.split("__"):

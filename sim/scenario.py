@@ -123,7 +123,9 @@ fault          "UD" or "GP", the exception raised; only with fault
 value          the step's result value (vmread, vmptrst, rdmsr, mem_read); only with succeed
 exit_reason    exit reason of a VM exit or a failed VM entry; only with exit or entry_failed
 qualification  exit qualification; only with exit or entry_failed
-check          name of the entry check expected to fail (a string)
+check          ID of the VM-entry check that decided a failed entry (``hwvirt.hdl.entry_check_catalogue``)
+checks         the list of every failing VM-entry check ID, in catalogue order ([] for a clean entry)
+injected       ``{ vector, type, error_code }`` of the event a VM entry injected (keys optional)
 cycles         clock cycles the step takes
 =============  ===============================================================================
 
@@ -147,7 +149,7 @@ from typing import Callable, NamedTuple
 
 
 __all__ = [
-    "load_config",
+    "load_config", "read_toml",
     "ScenarioError", "Scenario", "Config", "Step", "load_scenario", "parse_scenario",
     "OPS", "OUTCOMES", "FAULTS", "CPU_DEFAULTS", "ARCHES",
 ]
@@ -320,6 +322,32 @@ _CPU_KEYS = {
 }
 assert _CPU_KEYS.keys() == CPU_DEFAULTS.keys()
 
+def _check_id(where, key, value):
+    from hwvirt.hdl.entry_check_catalogue import BY_ID
+    value = _string(where, key, value)
+    if value not in BY_ID:
+        raise where.unknown("check", value, BY_ID)
+    return value
+
+
+def _check_ids(where, key, value):
+    if not isinstance(value, list):
+        raise where.error(f"{key!r}: expected a list of check IDs, not {value!r}")
+    return [_check_id(where, key, item) for item in value]
+
+
+def _injected(where, key, value):
+    if not isinstance(value, dict):
+        raise where.error(f"{key!r}: expected a table {{ vector = …, type = …, error_code = … }}")
+    known = {"vector": _int_range(0, 255), "type": _int_range(0, 7), "error_code": _uint(32)}
+    out = {}
+    for name, item in value.items():
+        if name not in known:
+            raise where.unknown(f"key of {key!r}", name, known)
+        out[name] = known[name](where, f"{key}.{name}", item)
+    return out
+
+
 _EXPECT_KEYS = {
     "outcome": _word_choice(OUTCOMES),
     "error": _uint(32),
@@ -327,9 +355,12 @@ _EXPECT_KEYS = {
     "value": _uint(),
     "exit_reason": _uint(32),
     "qualification": _uint(),
-    "check": _string,
+    "check": _check_id,
+    "checks": _check_ids,
+    "injected": _injected,
     "cycles": _uint(),
 }
+
 
 #: The outcomes that report an expect key; any other outcome next to that key is a contradiction.
 _EXPECT_OUTCOMES = {
@@ -338,6 +369,7 @@ _EXPECT_OUTCOMES = {
     "value": ("succeed",),
     "exit_reason": ("exit", "entry_failed"),
     "qualification": ("exit", "entry_failed"),
+    "injected": ("entered",),
 }
 
 #: Every operand any op takes, with its converter.
@@ -655,11 +687,15 @@ def load_config(path):
     """
     if path is None:
         return Config()
+    return _parse_config(str(path), _Where(str(path), ""), read_toml(path))
+
+
+def read_toml(path):
+    """The TOML document in a file, or a :class:`ScenarioError` naming the file."""
     path = Path(path)
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: TOML syntax error: {exc}") from None
-    return _parse_config(str(path), _Where(str(path), ""), doc)

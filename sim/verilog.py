@@ -7,23 +7,27 @@ from amaranth.back import verilog
 from .toolchain import VERILOG_TOP, use_builtin_yosys
 
 
-__all__ = ["convert_unit", "icarus_safe", "PORT_DOCUMENTATION"]
+__all__ = ["convert_unit", "icarus_safe", "port_documentation"]
 
-#: The exported module's ports (the Amaranth signature flattened with ``__``).
-PORT_DOCUMENTATION = """\
-clk, rst                 clock; synchronous active-high reset
-cmd__valid/ready         command stream handshake (ready only while the sequencer is idle)
-cmd__payload[195:0]      Command: op[3:0], reg[67:4], operand[195:68]
-resp__valid/ready        result stream handshake
-resp__payload[169:0]     Result: outcome[2:0], fault[4:3], error[9:5], value[73:10],
-                         exit_reason[105:74], qualification[169:106]
-cpu[323:0]               ProcessorState: cr0[63:0], cr4[127:64], efer[191:128], rflags[255:192],
-                         feature_control[319:256], cpl[321:320], cs_l[322], mov_ss_blocking[323]
-status[1:0]              in_vmx[0], non_root[1]
-current_vmcs[63:0]       current-VMCS pointer (all ones: none)
-bus__*                   Wishbone B4 classic initiator: cyc, stb, we, adr (word address),
-                         dat_w[63:0], sel[7:0], dat_r[63:0], ack
-"""
+def port_documentation(unit):
+    """The exported module's ports, one line each, with the fields of every packed struct port.
+
+    Generated from the unit's signature and the ``data`` layouts, so it cannot drift from the design.
+    """
+    from amaranth.hdl import Value
+    from amaranth.lib import data, wiring
+
+    lines = ["clk, rst: clock; synchronous active-high reset"]
+    for path, member, value in unit.signature.flatten(unit):
+        name = "__".join(str(p) for p in path)
+        direction = "input " if member.flow == wiring.In else "output"
+        width = len(Value.cast(value))
+        line = f"{direction} [{width - 1}:0] {name}" if width > 1 else f"{direction} {name}"
+        if isinstance(value, data.View):
+            fields = [f"{field}[{f.offset + f.width - 1}:{f.offset}]" for field, f in data.Layout.cast(value.shape())]
+            line += ": " + ", ".join(fields)
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 def convert_unit(unit, *, name=VERILOG_TOP):

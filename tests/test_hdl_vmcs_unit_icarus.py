@@ -3,11 +3,14 @@ memory wait states, checked against memory and against Amaranth's simulator cycl
 
 import pytest
 
+from hwvirt.hdl.capabilities import VMXCapabilities
 from hwvirt.hdl.vmcs_fields import BY_NAME, VMCS_FIELDS
 from hwvirt.hdl.vmcs_unit import REGION_FIELD_BASE
 from hwvirt.sim.icarus import icarus_available
 from hwvirt.sim.runner import run_scenario
 from hwvirt.sim.scenario import parse_scenario
+
+from entry_baseline import baseline
 
 
 pytestmark = [pytest.mark.icarus,
@@ -41,7 +44,12 @@ def eviction_scenario(slots, latency):
         step(f'op = "vmptrld"\naddr = {region:#x}')
         step(f'op = "vmread"\nfield = "GUEST_RIP"\nexpect = {{ value = {0x1000 * (i + 1) + 0x77:#x} }}')
         step(f'op = "vmread"\nfield = "GUEST_ES_SELECTOR"\nexpect = {{ value = {0x10 + i} }}')
-    step('op = "vmlaunch"\nexpect = { outcome = "entered" }')
+    caps = VMXCapabilities()
+    valid, _ = baseline(caps)          # a VMCS that passes every VM-entry check
+    writes = ", ".join(f"{name} = {value:#x}" for name, value in valid.items()
+                       if caps.field_supported(BY_NAME[name]) and name != "GUEST_RIP")
+    step(f'op = "vmwrite"\nfields = {{ {writes} }}\nexpect = {{ outcome = "succeed" }}')
+    step('op = "vmlaunch"\nexpect = { outcome = "entered", checks = [] }')
     step('op = "vmcall"\nexpect = { outcome = "exit", exit_reason = 18 }')
     if slots == 1:
         # Loading another VMCS evicts the launched one: its launch word now says "launched".

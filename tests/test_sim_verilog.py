@@ -4,21 +4,27 @@ import re
 
 from hwvirt.hdl.capabilities import VMXCapabilities
 from hwvirt.hdl.vmcs_unit import VMCSUnit
-from hwvirt.sim.verilog import PORT_DOCUMENTATION, convert_unit, icarus_safe
+from hwvirt.sim.verilog import convert_unit, icarus_safe, port_documentation
 
 
 def test_export_is_reproducible_and_has_the_documented_ports():
-    first = convert_unit(VMCSUnit())
+    unit = VMCSUnit()
+    first = convert_unit(unit)
     second = convert_unit(VMCSUnit())
     assert first == second
     header = re.search(r"module hwvirt_unit\((.*?)\);", first, re.S).group(1)
     ports = {p.strip() for p in header.split(",")}
-    documented = {"clk", "rst", "cmd__valid", "cmd__ready", "cmd__payload", "resp__valid", "resp__ready",
-                  "resp__payload", "cpu", "status", "current_vmcs", "bus__cyc", "bus__stb", "bus__we",
-                  "bus__adr", "bus__dat_w", "bus__sel", "bus__dat_r", "bus__ack"}
-    assert ports == documented
-    for port in documented - {"clk", "rst"}:
-        assert port.split("__")[0] in PORT_DOCUMENTATION
+    expected = {"clk", "rst", "cmd__valid", "cmd__ready", "cmd__payload", "resp__valid", "resp__ready",
+                "resp__payload", "cpu", "status", "current_vmcs", "arch_state", "entry_failures",
+                "bus__cyc", "bus__stb", "bus__we", "bus__adr", "bus__dat_w", "bus__sel", "bus__dat_r",
+                "bus__ack"}
+    assert ports == expected
+    documentation = port_documentation(unit)
+    for port in expected - {"clk", "rst"}:
+        width = re.search(rf"(?:input|output)\s+(?:\[(\d+):0\]\s+)?{port}\b", first)
+        line = next(l for l in documentation.splitlines() if re.search(rf"\b{port}\b", l))
+        assert (width.group(1) or "") in line      # the documented width is the exported one
+    assert "cr3[127:64]" in documentation and "check[177:170]" in documentation
 
 
 def test_address_width_follows_maxphyaddr():

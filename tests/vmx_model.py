@@ -4,7 +4,10 @@ Written from the architecture (Intel SDM vol. 3C chapter 31, "VMX instruction re
 summarised in the project's fact sheet §1 and §10) and from the policies the unit documents for
 itself in :mod:`hwvirt.hdl.vmcs_unit` (the VMCS-region layout and the on-chip cache). It is the
 oracle the hardware tests compare against; it deliberately shares nothing with the gateware except
-the field catalogue and the capability MSR values (the configuration both are built from).
+the field catalogue, the capability MSR values (the configuration both are built from), the
+VM-entry check catalogue and the list of fields the checks read (``entry_fields_layout``, used for
+its names only). The VM-entry checks themselves are the plain-Python reference checker of
+``entry_model.py``.
 
 What it models
 --------------
@@ -35,24 +38,57 @@ What it models
   for VMWRITE of a VM-exit information field unless IA32_VMX_MISC[29] = 1.
 * INVEPT / INVVPID type and descriptor checks from IA32_VMX_EPT_VPID_CAP, VMCALL, RDMSR of the
   capability MSRs and IA32_FEATURE_CONTROL.
+* VM entry (SDM vol. 3C chapter 27), after the basic checks of VMLAUNCH/VMRESUME (§31.2: no
+  current VMCS or a shadow VMCS, MOV-SS blocking, launch state): the consistency checks of the
+  check catalogue, decided by the plain-Python reference checker of ``entry_model.py`` on the
+  current VMCS's fields (those :func:`~hwvirt.hdl.entry_checks.entry_fields_layout` names; a field
+  the configuration lacks reads as 0) and on the values a processor fetches from memory for them:
 
-Not modelled (the unit does not implement them either): VM-entry checks on controls, host and guest
-state (errors 7/8, exit reasons 33/34), VMCS shadowing in non-root operation, MSR bitmaps (RDMSR in
-non-root operation always exits), dual-monitor SMM treatment.
+  - the 32-bit word at the VMCS link pointer, when the pointer is not all ones, 4K-aligned and
+    phys-valid (§27.3.1.5), else 0;
+  - VTPR, the byte at offset 0x80 of the virtual-APIC page, when 'use TPR shadow' = 1,
+    'virtual-interrupt delivery' = 0 and 'virtualize APIC accesses' = 0 (§27.2.1.1; secondary
+    controls read as 0 when primary bit 31 is 0) and the page address is 4K-aligned and
+    phys-valid, else 0;
+  - the PDPTEs (§27.3.1.6): the VMCS fields GUEST_PDPTR0-3 with 'enable EPT', else - for a PAE
+    guest (CR0.PG = 1, CR4.PAE = 1, 'IA-32e mode guest' = 0) - the four quadwords at guest CR3
+    bits 31:5, else 0;
+  - host IA32_EFER.LMA from the processor, the current-VMCS pointer.
+
+  The first failing group in the order of §27.1 decides: a control check is VMfailValid(7), a
+  host-state check VMfailValid(8), a guest-state check a VM-entry failure (§27.8: exit reason
+  0x80000021 and the check's qualification written to the VMCS, still in root operation, the VMCS
+  not launched). Then the VM-entry MSR-load list (§27.4), entry *i* at VM_ENTRY_MSR_LOAD_ADDR +
+  16(i - 1) (word 0: MSR index, bits 63:32 reserved; word 1: value): the first failing entry is a
+  VM-entry failure with exit reason 0x80000022 and qualification *i*. Otherwise the entry
+  succeeds: a valid event in the VM-entry interruption-information field is injected and the
+  field's valid bit cleared (§27.6, §27.7), VMLAUNCH marks the VMCS launched, the processor is in
+  non-root operation.
+
+Not modelled (the unit does not implement them either): VMCS shadowing in non-root operation, MSR
+bitmaps (RDMSR in non-root operation always exits), dual-monitor SMM treatment; the processor state
+a VM entry loads (guest state, MSRs) is not part of a result row and is not modelled.
 
 Every instruction method returns a dict shaped like a runner report row: ``outcome`` ("succeed",
-"fail_invalid", "fail_valid", "fault", "entered", "exit"), ``error``, ``fault`` ("UD"/"GP"),
-``value``, ``exit_reason``, ``qualification`` (``None`` where not applicable). The attribute
-:attr:`VMXModel.bus_words` holds the number of 64-bit bus transfers the last instruction needed.
+"fail_invalid", "fail_valid", "fault", "entered", "exit", "entry_failed"), ``error``, ``fault``
+("UD"/"GP"), ``value``, ``exit_reason``, ``qualification``, ``check`` (ID of the check that decided a
+failed VM entry), ``checks`` (every failing check ID, in catalogue order, of a VM entry that reached
+the checks), ``injected`` (``{vector, type, error_code}`` of the event a VM entry injected);
+``None`` where not applicable. The attribute :attr:`VMXModel.bus_words` holds the number of 64-bit
+bus transfers the last instruction needed.
 """
 
-from hwvirt.hdl.vmcs_fields import VMCS_FIELDS
+from hwvirt.hdl.entry_check_catalogue import BY_ID, CHECKS, CheckGroup
+from hwvirt.hdl.entry_checks import entry_fields_layout
+from hwvirt.hdl.vmcs_fields import BY_NAME, VMCS_FIELDS
+
+from entry_model import reference_failures, reference_msr_entry
 
 
 __all__ = [
     "VMXModel", "ByteMemory", "CPU_RESET", "EXIT_REASONS", "ROW_KEYS", "INVALID_POINTER",
-    "LAUNCH_WORD_OFFSET", "FIELD_BASE", "field_offset", "region_words", "step", "scenario",
-    "model_for", "model_rows",
+    "LAUNCH_WORD_OFFSET", "FIELD_BASE", "ENTRY_FIELDS", "ENTRY_FAILURE_BIT", "field_offset",
+    "region_words", "step", "scenario", "model_for", "model_rows",
 ]
 
 MASK64 = (1 << 64) - 1
@@ -62,7 +98,8 @@ LAUNCH_WORD_OFFSET = 0x8
 FIELD_BASE = 0x10
 
 #: Keys of a result row the model predicts.
-ROW_KEYS = ("outcome", "error", "fault", "value", "exit_reason", "qualification")
+ROW_KEYS = ("outcome", "error", "fault", "value", "exit_reason", "qualification", "check", "checks",
+            "injected")
 
 #: Basic exit reasons of the instructions (SDM vol. 3C appendix C).
 EXIT_REASONS = {
@@ -88,6 +125,15 @@ _CATALOGUE_INDEX = {f.encoding: k for k, f in enumerate(VMCS_FIELDS)}
 _ENC_VM_INSTRUCTION_ERROR = 0x4400
 _ENC_VM_EXIT_REASON = 0x4402
 _ENC_EXIT_QUALIFICATION = 0x6400
+_ENC_INTR_INFO = BY_NAME["VM_ENTRY_INTR_INFO_FIELD"].encoding
+
+#: Exit reasons of a VM-entry failure (SDM vol. 3C appendix C, with bit 31 "VM-entry failure").
+ENTRY_FAILURE_BIT = 1 << 31
+#: The VMCS fields the VM-entry checks read (the checker's inputs), then those the sequencer needs.
+ENTRY_FIELDS = tuple(entry_fields_layout().members)
+_ENTRY_EXTRA = ("VM_ENTRY_MSR_LOAD_COUNT", "VM_ENTRY_MSR_LOAD_ADDR", "VM_ENTRY_INTR_INFO_FIELD",
+                "VM_ENTRY_EXCEPTION_ERROR_CODE")
+_CATALOGUE_POSITION = {c.id: i for i, c in enumerate(CHECKS)}
 
 
 def field_offset(encoding):
@@ -404,7 +450,9 @@ class VMXModel:
             self._write_back(index, int(old.launched) | (int(old.corrupt) << 1))
         launch = self._mem_read(ptr + LAUNCH_WORD_OFFSET, 8)
         launched, corrupt = bool(launch & 1), bool(launch & 2)
-        fields = {f.encoding: self._mem_read(ptr + field_offset(f.encoding), 8) for f in self.fields}
+        # Fields are held zero-extended to their width: stray high bits in a region are dropped.
+        fields = {f.encoding: self._mem_read(ptr + field_offset(f.encoding), 8) & ((1 << f.bits) - 1)
+                  for f in self.fields}
         self._mem_write(ptr + LAUNCH_WORD_OFFSET, int(launched) | 2, 4)
         self.slots[index] = _Slot(ptr, fields, launched, corrupt, shadow)
         self.current = index
@@ -477,6 +525,7 @@ class VMXModel:
         return self._succeed()
 
     def _entry(self, name):
+        """VMLAUNCH / VMRESUME: the basic checks (SDM vol. 3C §31.2), then the VM entry (§27)."""
         self._begin()
         early = self._common(name)
         if early:
@@ -489,14 +538,94 @@ class VMXModel:
         if name == "vmlaunch":
             if slot.launched or slot.corrupt:
                 return self._vmfail(4)
-            slot.launched = True
         else:
             if slot.corrupt:
                 return self._vmfail(6)
             if not slot.launched:
                 return self._vmfail(5)
+        return self._vm_entry(name, slot)
+
+    def _field(self, slot, name):
+        """A field of ``slot`` by name; 0 for a field the configuration does not have."""
+        return slot.fields.get(BY_NAME[name].encoding, 0)
+
+    def _page_ok(self, address):
+        return not self._pointer_invalid(address)
+
+    def entry_inputs(self, slot):
+        """The checker's inputs for a VM entry with ``slot``: (fields by name, environment).
+
+        Reads memory (counted in :attr:`bus_words`) in the order the architecture needs it: the
+        VMCS-link word, VTPR, the PDPTEs.
+        """
+        fields = {name: self._field(slot, name) for name in ENTRY_FIELDS}
+        proc = fields["CPU_BASED_VM_EXEC_CONTROL"]
+        proc2 = fields["SECONDARY_VM_EXEC_CONTROL"] if _bit(proc, 31) else 0
+        entry_controls = fields["VM_ENTRY_CONTROLS"]
+        link = fields["VMCS_LINK_POINTER"]
+        link_revision = 0
+        if link != INVALID_POINTER and self._page_ok(link):           # §27.3.1.5
+            link_revision = self._mem_read(link, 4)
+        vtpr = 0
+        vapic = fields["VIRTUAL_APIC_PAGE_ADDR"]
+        if (_bit(proc, 21) and not _bit(proc2, 9) and not _bit(proc2, 0)
+                and self._page_ok(vapic)):                              # §27.2.1.1
+            vtpr = self._mem_read(vapic + 0x80, 1)
+        pdptes = [0] * 4
+        cr0, cr4 = fields["GUEST_CR0"], fields["GUEST_CR4"]
+        if _bit(proc2, 1):                                              # §27.3.1.6, EPT on
+            pdptes = [fields[f"GUEST_PDPTR{i}"] for i in range(4)]
+        elif _bit(cr0, 31) and _bit(cr4, 5) and not _bit(entry_controls, 9):
+            table = fields["GUEST_CR3"] & 0xFFFF_FFE0                    # PAE: bits 31:5 of CR3
+            pdptes = [self._mem_read(table + 8 * i, 8) for i in range(4)]
+        env = {"host_lma": _bit(self.cpu["efer"], 10), "current_vmcs": slot.pointer,
+               "link_revision": link_revision, "vtpr": vtpr, "pdptes": pdptes}
+        return fields, env
+
+    def _entry_failure(self, reason, qualification, check, checks):
+        """A VM-entry failure (SDM vol. 3C §27.8): exit reason (bit 31 set) and qualification in the
+        VMCS, root operation, the VMCS's launch state unchanged."""
+        exit_reason = ENTRY_FAILURE_BIT | reason
+        self._store(_ENC_VM_EXIT_REASON, exit_reason)
+        self._store(_ENC_EXIT_QUALIFICATION, qualification)
+        self.non_root = False
+        return self._row("entry_failed", exit_reason=exit_reason, qualification=qualification,
+                         check=check, checks=checks)
+
+    def _vm_entry(self, name, slot):
+        fields, env = self.entry_inputs(slot)
+        failing = sorted(reference_failures(self.caps, fields, **env), key=_CATALOGUE_POSITION.get)
+        for group in (CheckGroup.CONTROLS, CheckGroup.HOST, CheckGroup.GUEST):     # §27.1
+            first = next((c for c in failing if BY_ID[c].group == group), None)
+            if first is None:
+                continue
+            if group == CheckGroup.GUEST:
+                return self._entry_failure(group.value, BY_ID[first].qualification, first, failing)
+            row = self._vmfail(group.value)
+            row.update(check=first, checks=failing)
+            return row
+        # The VM-entry MSR-load list (§27.4), one 16-byte entry at a time.
+        count = self._field(slot, "VM_ENTRY_MSR_LOAD_COUNT") & MASK32
+        table = self._field(slot, "VM_ENTRY_MSR_LOAD_ADDR")
+        for number in range(1, count + 1):
+            address = table + 16 * (number - 1)
+            word0 = self._mem_read(address, 8)
+            value = self._mem_read(address + 8, 8)
+            ids = reference_msr_entry(self.caps, number, word0 & MASK32, word0 >> 32, value)
+            if ids:
+                ids = sorted(ids, key=_CATALOGUE_POSITION.get)
+                return self._entry_failure(CheckGroup.MSR_LOAD.value, number, ids[0], ids)
+        # Success: event injection (§27.6) clears the valid bit; launch state (§31.3); non-root.
+        injected = None
+        info = self._field(slot, "VM_ENTRY_INTR_INFO_FIELD")
+        if _bit(info, 31):
+            self._store(_ENC_INTR_INFO, info & ~(1 << 31))
+            error_code = self._field(slot, "VM_ENTRY_EXCEPTION_ERROR_CODE") if _bit(info, 11) else None
+            injected = {"vector": info & 0xFF, "type": (info >> 8) & 7, "error_code": error_code}
+        if name == "vmlaunch":
+            slot.launched = True
         self.non_root = True
-        return self._row("entered")
+        return self._row("entered", checks=[], injected=injected)
 
     def vmlaunch(self):
         return self._entry("vmlaunch")
