@@ -29,6 +29,10 @@ icarus:
 
 demo: $(STAMP)
 	$(VENV)/bin/hwvirt run examples/vmcs_cache.toml --json build/demo/vmcs_cache.json --vcd build/demo/vmcs_cache.vcd
+	@echo
+	@echo "Why the Linux nmiexits module's first VMLAUNCH failed with error 8 (exit status 1: a check fails):"
+	$(VENV)/bin/hwvirt check examples/linux_nmiexits_first_run.toml || test $$? -eq 1
+	@echo
 	@echo "Waveform: build/demo/vmcs_cache.vcd  (view: gtkwave build/demo/vmcs_cache.gtkw)"
 
 test: $(STAMP) icarus
