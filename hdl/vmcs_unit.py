@@ -643,9 +643,8 @@ class VMCSUnit(wiring.Component):
         link_revision = Signal(32)
         vtpr = Signal(8)
         memory_pdptes = Array(Signal(64, name=f"memory_pdpte{i}") for i in range(4))
-        pin, proc, exit_ctls, entry_ctls = (field("PIN_BASED_VM_EXEC_CONTROL"),
-                                            field("CPU_BASED_VM_EXEC_CONTROL"),
-                                            field("VM_EXIT_CONTROLS"), field("VM_ENTRY_CONTROLS"))
+        proc, exit_ctls, entry_ctls = (field("CPU_BASED_VM_EXEC_CONTROL"), field("VM_EXIT_CONTROLS"),
+                                       field("VM_ENTRY_CONTROLS"))
         proc2 = Mux(proc[31], field("SECONDARY_VM_EXEC_CONTROL"), 0)
         ept_on = proc2[1]
         ia32e_guest = entry_ctls[9]

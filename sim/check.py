@@ -20,14 +20,13 @@ from hwvirt.hdl.capabilities import DEFAULT_REVISION_ID
 from hwvirt.hdl.entry_check_catalogue import BY_ID
 from hwvirt.hdl.vmcs_fields import BY_NAME
 
-from .runner import run_scenario
-from .scenario import ScenarioError, Step, load_scenario, parse_scenario, read_toml
+from .runner import ENTRY_OPS, run_scenario
+from .scenario import ScenarioError, Step, load_scenario, parse_document, read_toml
 
 
 __all__ = ["check_file", "image_scenario", "format_check_report"]
 
 _VMXON_REGION, _VMCS_REGION = 0x1000, 0x2000
-_ENTRY_OPS = ("vmlaunch", "vmresume")
 
 
 def image_scenario(path):
@@ -42,33 +41,17 @@ def image_scenario(path):
     if not isinstance(fields, dict) or not fields:
         raise ScenarioError(f"{path}: a VMCS image needs a non-empty [fields] table")
     revision = doc.get("config", {}).get("revision_id", DEFAULT_REVISION_ID)
-
-    def toml_value(value):
-        return repr(value) if not isinstance(value, str) else f'"{value}"'
-
-    def table(name):
-        items = doc.get(name, {})
-        if not isinstance(items, dict):
-            raise ScenarioError(f"{path}: [{name}] must be a table")
-        lines = []
-        for key, value in items.items():
-            if isinstance(value, dict):
-                inner = ", ".join(f'"{k}" = {toml_value(v)}' for k, v in value.items())
-                lines.append(f"{key} = {{ {inner} }}")
-            else:
-                lines.append(f"{key} = {toml_value(value)}")
-        return f"[{name}]\n" + "\n".join(lines) + "\n" if lines else ""
-
-    writes = ", ".join(f'"{name}" = {toml_value(value)}' for name, value in fields.items())
-    text = (f'name = "{doc.get("name", path.stem)}"\n' + table("config") + table("cpu") +
-            f"[[memory]]\naddr = {_VMXON_REGION:#x}\nu32 = [{toml_value(revision)}]\n"
-            f"[[memory]]\naddr = {_VMCS_REGION:#x}\nu32 = [{toml_value(revision)}]\n"
-            f'[[step]]\nop = "vmxon"\naddr = {_VMXON_REGION:#x}\nexpect = {{ outcome = "succeed" }}\n'
-            f'[[step]]\nop = "vmclear"\naddr = {_VMCS_REGION:#x}\nexpect = {{ outcome = "succeed" }}\n'
-            f'[[step]]\nop = "vmptrld"\naddr = {_VMCS_REGION:#x}\nexpect = {{ outcome = "succeed" }}\n'
-            f"[[step]]\nop = \"vmwrite\"\nfields = {{ {writes} }}\nexpect = {{ outcome = \"succeed\" }}\n"
-            f'[[step]]\nop = "vmlaunch"\n')
-    return parse_scenario(text, source=str(path))
+    succeed = {"outcome": "succeed"}
+    scenario = {key: doc[key] for key in ("config", "cpu") if key in doc}
+    scenario.update(
+        name=doc.get("name", path.stem),
+        memory=[{"addr": _VMXON_REGION, "u32": [revision]}, {"addr": _VMCS_REGION, "u32": [revision]}],
+        step=[{"op": "vmxon", "addr": _VMXON_REGION, "expect": succeed},
+              {"op": "vmclear", "addr": _VMCS_REGION, "expect": succeed},
+              {"op": "vmptrld", "addr": _VMCS_REGION, "expect": succeed},
+              {"op": "vmwrite", "fields": fields, "expect": succeed},
+              {"op": "vmlaunch"}])
+    return parse_document(scenario, source=str(path))
 
 
 def _load(path):
@@ -82,7 +65,7 @@ def _with_readbacks(scenario, rows):
     """The scenario with VMREADs of every field a failing check reads, right before each entry."""
     steps, readbacks = [], {}
     for step, row in zip(scenario.steps, rows):
-        if step.op in _ENTRY_OPS and row["checks"]:
+        if step.op in ENTRY_OPS and row["checks"]:
             names = sorted({name for check in row["checks"] for name in BY_ID[check].fields
                             if name in BY_NAME}, key=lambda n: BY_NAME[n].encoding)
             readbacks[step.index] = []
@@ -98,7 +81,7 @@ def check_file(path, *, backend="pysim"):
     """Run a scenario or VMCS image; return [(step, row, {field: value}), …] for every VM entry."""
     scenario = _load(path)
     first = run_scenario(scenario, backend=backend)
-    entries = [(step, row) for step, row in zip(scenario.steps, first["steps"]) if step.op in _ENTRY_OPS]
+    entries = [(step, row) for step, row in zip(scenario.steps, first["steps"]) if step.op in ENTRY_OPS]
     if not any(row["checks"] for _, row in entries):
         return scenario, [(step, row, {}) for step, row in entries]
     extended, readbacks = _with_readbacks(scenario, first["steps"])

@@ -160,7 +160,7 @@ class UnitDriver:
             ready = io.get("cmd__ready")
             resp_valid = io.get("resp__valid")
             resp_payload = io.get("resp__payload")
-            entry_failures = io.get("entry_failures")
+            entry_failures = io.get("entry_failures") if resp_valid else None
             # Write phase.
             self._serve_bus()
             if accepted_at is None:

@@ -7,7 +7,6 @@ build per hardware configuration is kept under ``<build>/icarus/<key>`` and reus
 import fcntl
 import hashlib
 import json
-import os
 import pickle
 import shutil
 import tempfile

@@ -20,7 +20,8 @@ from hwvirt.hdl.vmcs_unit import Fault, Outcome, VMCSUnit, VMXOp
 from .driver import PhysicalMemory, PortIO, UnitDriver
 
 
-__all__ = ["BACKENDS", "execute_steps", "run_scenario", "build_unit", "build_unit_from_config", "expect_mismatches", "STEP_KEYS"]
+__all__ = ["BACKENDS", "ENTRY_OPS", "execute_steps", "run_scenario", "build_unit", "build_unit_from_config",
+           "expect_mismatches", "STEP_KEYS"]
 
 BACKENDS = ("pysim", "icarus")
 
@@ -46,6 +47,8 @@ _INSTRUCTIONS = {
     "rdmsr":    (VMXOp.RDMSR,    lambda a: {"reg": a["msr"]}),
 }
 _VALUE_OPS = {"vmread", "vmptrst", "rdmsr", "mem_read"}
+#: The ops that are VM entries.
+ENTRY_OPS = ("vmlaunch", "vmresume")
 
 
 def build_unit_from_config(config):
@@ -75,7 +78,7 @@ def _step_result(step, result, cycles):
         row["value"] = result["value"]
     if result.get("check"):
         row["check"] = CHECKS[result["check"] - 1].id
-    if step.op in ("vmlaunch", "vmresume") and (
+    if step.op in ENTRY_OPS and (
             result["check"] or outcome in (Outcome.ENTERED, Outcome.ENTRY_FAILED)):
         # The entry reached the checker: every failing check, in catalogue order.
         row["checks"] = [check.id for i, check in enumerate(CHECKS) if result["entry_failures"] >> i & 1]

@@ -149,7 +149,7 @@ from typing import Callable, NamedTuple
 
 
 __all__ = [
-    "load_config", "read_toml",
+    "load_config", "read_toml", "parse_document",
     "ScenarioError", "Scenario", "Config", "Step", "load_scenario", "parse_scenario",
     "OPS", "OUTCOMES", "FAULTS", "CPU_DEFAULTS", "ARCHES",
 ]
@@ -638,7 +638,11 @@ def parse_scenario(text, source="<string>"):
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{source}: TOML syntax error: {exc}") from None
+    return parse_document(doc, source)
 
+
+def parse_document(doc, source="<document>"):
+    """Check an already-decoded scenario document (the dict TOML gives) — see :func:`parse_scenario`."""
     top = _Where(source, "")
     for key in doc:
         if key not in _TOP_KEYS:

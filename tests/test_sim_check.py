@@ -60,3 +60,15 @@ def test_bad_image_is_a_clear_error(tmp_path, capsys):
     path.write_text("[fields]\nGUEST_CR0 = 1\n[guest]\nx = 1\n")
     assert main(["check", str(path)]) == 2
     assert "unknown top-level key 'guest'" in capsys.readouterr().err
+
+
+def test_image_with_config_tables(tmp_path, capsys):
+    """[config] of an image is the scenario's [config], booleans and nested tables included."""
+    fields = valid_fields()
+    fields["CPU_BASED_VM_EXEC_CONTROL"] |= 1 << 31    # activate secondary controls …
+    fields["SECONDARY_VM_EXEC_CONTROL"] = 1 << 5      # … and enable VPID on a core configured without it
+    extra = "[config]\nfeatures = { vpid = false }\nmsr = { 0x485 = 0x600401e5 }\n"
+    assert main(["check", str(image(tmp_path, {k: v for k, v in fields.items()
+                                               if k != "VIRTUAL_PROCESSOR_ID"}, extra))]) == 1
+    out = capsys.readouterr().out
+    assert "fail_valid error 7" in out and "* CTL_PROC2_RSVD" in out
