@@ -43,7 +43,8 @@ from .bus import WishboneSignature
 from .capabilities import MSR, VMXCapabilities
 from .entry_check_catalogue import CHECKS, CheckGroup
 from .entry_checks import ENTRY_CHECKS, MSR_LOAD_CHECKS, EntryChecker, MSRLoadChecker, entry_fields_layout
-from .exit_logic import ENTRY_FAILURE_BIT, ExitReason
+from .exit_logic import (ENTRY_FAILURE_BIT, GUEST_MSRS, VMX_INSTRUCTION_EXIT_REASON, ExitDecider, ExitDecision,
+                         ExitReason, GuestEvent, GuestRegisters)
 from .vmcs_fields import BY_NAME, VMCS_FIELDS, FieldType, FieldWidth
 
 
@@ -57,6 +58,24 @@ INVALID_POINTER = (1 << 64) - 1
 #: Byte offset of the first field in a VMCS region (our layout).
 REGION_FIELD_BASE = 0x10
 _LAUNCH_WORD_OFFSET = 0x8
+
+#: Control fields the exit decision reads: gathered at VM entry with the fields the checks read.
+EXIT_CONTROL_FIELDS = (
+    "PIN_BASED_VM_EXEC_CONTROL", "CPU_BASED_VM_EXEC_CONTROL", "SECONDARY_VM_EXEC_CONTROL", "VM_EXIT_CONTROLS",
+    "EXCEPTION_BITMAP", "PAGE_FAULT_ERROR_CODE_MASK", "PAGE_FAULT_ERROR_CODE_MATCH",
+    "CR0_GUEST_HOST_MASK", "CR4_GUEST_HOST_MASK", "CR0_READ_SHADOW", "CR4_READ_SHADOW",
+    "CR3_TARGET_COUNT", "CR3_TARGET_VALUE0", "CR3_TARGET_VALUE1", "CR3_TARGET_VALUE2", "CR3_TARGET_VALUE3",
+    "IO_BITMAP_A", "IO_BITMAP_B", "MSR_BITMAP", "TSC_OFFSET", "TPR_THRESHOLD",
+    "VM_EXIT_MSR_STORE_COUNT", "VM_EXIT_MSR_STORE_ADDR", "VM_EXIT_MSR_LOAD_COUNT", "VM_EXIT_MSR_LOAD_ADDR",
+)
+#: The VM-exit information fields a VM exit writes (SDM vol. 3C §28.2), with the
+#: :class:`~hwvirt.hdl.exit_logic.ExitDecision` member each comes from.
+EXIT_INFO_FIELDS = {
+    "VM_EXIT_REASON": "reason", "EXIT_QUALIFICATION": "qualification", "VM_EXIT_INTR_INFO": "intr_info",
+    "VM_EXIT_INTR_ERROR_CODE": "intr_error", "IDT_VECTORING_INFO_FIELD": "idt_info",
+    "IDT_VECTORING_ERROR_CODE": "idt_error", "VM_EXIT_INSTRUCTION_LEN": "instr_len",
+    "VMX_INSTRUCTION_INFO": "instr_info", "GUEST_LINEAR_ADDRESS": "guest_linear",
+}
 
 
 class VMInstructionError(enum.Enum, shape=5):
@@ -281,7 +300,9 @@ class VMCSStore(wiring.Component):
 
     Reads are synchronous (data one cycle after the enable, held while the enable is low). Writes of a
     single field take effect at the clock edge, per 32-bit half (``w_en[0]`` bits 31:0, ``w_en[1]``
-    bits 63:32).
+    bits 63:32). A row write (``s_slot``, ``s_row``, ``s_data``, one enable per bank in ``s_en``) stores
+    up to ``banks`` fields at once, for the guest-state save of a VM exit; a bank it enables ignores
+    the single-field write that cycle.
     """
 
     def __init__(self, *, slots, n_fields, banks=8):
@@ -304,6 +325,10 @@ class VMCSStore(wiring.Component):
             "w_index": In(range(max(2, n_fields))),
             "w_data":  In(64),
             "w_en":    In(2),
+            "s_slot":  In(range(slots)),
+            "s_row":   In(range(max(2, self._rows))),
+            "s_data":  In(data.ArrayLayout(64, banks)),
+            "s_en":    In(banks),
         })
 
     @property
@@ -344,9 +369,10 @@ class VMCSStore(wiring.Component):
                                address(self.r_slot, r_row))),
                 rd.en.eq(self.g_en | self.r_en),
                 self.g_data[bank].eq(rd.data),
-                wr.addr.eq(address(self.w_slot, w_row)),
-                wr.data.eq(self.w_data),
-                wr.en.eq(Mux(w_bank == bank, self.w_en, 0) if bank_bits else self.w_en),
+                wr.addr.eq(Mux(self.s_en[bank], address(self.s_slot, self.s_row), address(self.w_slot, w_row))),
+                wr.data.eq(Mux(self.s_en[bank], self.s_data[bank], self.w_data)),
+                wr.en.eq(Mux(self.s_en[bank], 0b11,
+                             Mux(w_bank == bank, self.w_en, 0) if bank_bits else self.w_en)),
             ]
             read_data.append(rd.data)
         m.d.comb += self.r_data.eq(Array(read_data)[r_bank_q] if bank_bits else read_data[0])
@@ -394,15 +420,24 @@ class VMCSUnit(wiring.Component):
         self.cache_slots = cache_slots
         self.banks = banks
         # Store order: the fields a VM entry reads come first, so the gather reads as few rows as
-        # possible; then the others. Memory layout does not depend on it (catalogue order).
+        # possible — controls and host state, then guest state; then the VM-exit information fields,
+        # so that a VM exit saves guest state and exit information in consecutive rows; then the
+        # others. Memory layout does not depend on it (catalogue order).
         supported = capabilities.supported_fields
-        gathered = set(entry_fields_layout().members) | {
+        gathered = set(entry_fields_layout().members) | set(EXIT_CONTROL_FIELDS) | {
             f.name for f in supported if f.type in (FieldType.GUEST_STATE, FieldType.HOST_STATE)}
-        self.entry_fields = tuple(f for f in supported if f.name in gathered)
-        self.fields = self.entry_fields + tuple(f for f in supported if f.name not in gathered)
+        front = tuple(f for f in supported if f.name in gathered and f.type != FieldType.GUEST_STATE)
+        guest = tuple(f for f in supported if f.type == FieldType.GUEST_STATE)
+        self.exit_info_fields = tuple(f for f in supported if f.name in EXIT_INFO_FIELDS)
+        self.entry_fields = front + guest
+        self.fields = self.entry_fields + self.exit_info_fields + tuple(
+            f for f in supported if f not in self.entry_fields and f not in self.exit_info_fields)
+        self._first_saved = len(front)
         super().__init__({
             "cmd":            In(wiring.Signature({
                 "payload": Out(Command), "valid": Out(1), "ready": In(1)})),
+            "guest":          In(wiring.Signature({
+                "payload": Out(GuestEvent), "valid": Out(1), "ready": In(1)})),
             "resp":           Out(wiring.Signature({
                 "payload": Out(Result), "valid": Out(1), "ready": In(1)})),
             "cpu":            In(ProcessorState),
@@ -417,6 +452,13 @@ class VMCSUnit(wiring.Component):
     def entry_gather_cycles(self):
         """Rows of the banked store a VM entry reads: one per cycle."""
         return max(1, -(-len(self.entry_fields) // self.banks))
+
+    @property
+    def exit_save_rows(self):
+        """The rows of the banked store a VM exit writes (guest state and exit information)."""
+        first = self._first_saved // self.banks
+        last = (len(self.entry_fields) + len(self.exit_info_fields) - 1) // self.banks
+        return tuple(range(first, last + 1))
 
     def elaborate(self, platform):
         m = Module()
@@ -589,13 +631,26 @@ class VMCSUnit(wiring.Component):
             with m.Else():
                 respond(Outcome.FAIL_INVALID)
 
+        exit_info = Signal(ExitDecision)       # what the VM exit in progress records
+        save_row = Signal(range(max(2, store.rows)))
+        save_rows = self.exit_save_rows
+
+        def take_exit(reason, info=None):
+            """Start a VM exit (SDM vol. 3C §28.1): record ``info`` (an :class:`ExitDecision`, or only
+            the basic ``reason``), save guest state, then load host state."""
+            if info is None:
+                m.d.sync += exit_info.eq(0)
+                m.d.sync += exit_info.reason.eq(reason)
+                m.d.sync += result.qualification.eq(0)
+            else:
+                m.d.sync += exit_info.eq(info)
+                m.d.sync += result.qualification.eq(info.qualification)
+            m.d.sync += [result.outcome.eq(Outcome.EXIT), result.exit_reason.eq(reason),
+                         save_row.eq(save_rows[0])]
+            m.next = "Exit-Save"
+
         def vm_exit(reason):
-            m.d.sync += [
-                result.outcome.eq(Outcome.EXIT),
-                result.exit_reason.eq(reason.value),
-                result.qualification.eq(0),
-            ]
-            m.next = "Exit-Write-Reason"
+            take_exit(reason.value)
 
         def bus_access(address, *, write=False, data=0, sel=0xFF):
             m.d.comb += [
@@ -607,14 +662,7 @@ class VMCSUnit(wiring.Component):
                 self.bus.sel.eq(sel),
             ]
 
-        exit_reason_of = {
-            VMXOp.VMXON: ExitReason.VMXON, VMXOp.VMXOFF: ExitReason.VMXOFF,
-            VMXOp.VMCLEAR: ExitReason.VMCLEAR, VMXOp.VMPTRLD: ExitReason.VMPTRLD,
-            VMXOp.VMPTRST: ExitReason.VMPTRST, VMXOp.VMREAD: ExitReason.VMREAD,
-            VMXOp.VMWRITE: ExitReason.VMWRITE, VMXOp.VMLAUNCH: ExitReason.VMLAUNCH,
-            VMXOp.VMRESUME: ExitReason.VMRESUME, VMXOp.INVEPT: ExitReason.INVEPT,
-            VMXOp.INVVPID: ExitReason.INVVPID, VMXOp.VMCALL: ExitReason.VMCALL,
-        }
+        exit_reason_of = {VMXOp[name]: reason for name, reason in VMX_INSTRUCTION_EXIT_REASON.items()}
 
         # -- VM entry (SDM vol. 3C chapter 27) ------------------------------------------------------
         # The fields a VM entry reads are gathered from the banked store, a row (``banks`` fields) a
@@ -770,6 +818,98 @@ class VMCSUnit(wiring.Component):
             ]
             m.next = "Exit-Write-Reason"
 
+        # -- VM exits: the decision for guest events and the state the exit saves ----------------------
+        m.submodules.exit_decider = decider = ExitDecider()
+        st = self.arch_state
+        event = Signal(GuestEvent)
+        run_count = Signal(32)
+        tsc = Signal(64)                          # the time-stamp counter: one count per clock cycle
+        m.d.sync += tsc.eq(tsc + 1)
+        tpr = Signal(4)                           # the guest's task priority (CR8)
+        timer = Signal(32)                        # the VMX-preemption timer
+        timer_expired = Signal()
+        timer_rate = caps.misc & 0x1F
+        timer_tick = tsc[0:timer_rate].all() if timer_rate else Const(1, 1)
+        bitmap_words = Signal(data.ArrayLayout(64, 2))
+        bitmap_index = Signal(1)
+        pin = field("PIN_BASED_VM_EXEC_CONTROL")
+        injection = field("VM_ENTRY_INTR_INFO_FIELD")
+        entry_mtf_pending = injection[31] & (
+            ((injection[8:11] == 7) & (injection[0:8] == 0)) | ((injection[8:11] != 7) & proc[27]))
+        controls = decider.controls
+        m.d.comb += [
+            decider.event.eq(event), decider.tsc.eq(tsc), decider.bitmap_words.eq(bitmap_words),
+            decider.timer_expired.eq(timer_expired),
+            controls.pin.eq(pin), controls.proc.eq(proc), controls.proc2.eq(proc2), controls.exit.eq(exit_ctls),
+            controls.exception_bitmap.eq(field("EXCEPTION_BITMAP")),
+            controls.pfec_mask.eq(field("PAGE_FAULT_ERROR_CODE_MASK")),
+            controls.pfec_match.eq(field("PAGE_FAULT_ERROR_CODE_MATCH")),
+            controls.cr0_mask.eq(field("CR0_GUEST_HOST_MASK")), controls.cr4_mask.eq(field("CR4_GUEST_HOST_MASK")),
+            controls.cr0_shadow.eq(field("CR0_READ_SHADOW")), controls.cr4_shadow.eq(field("CR4_READ_SHADOW")),
+            controls.cr3_target_count.eq(field("CR3_TARGET_COUNT")),
+            controls.io_bitmap_a.eq(field("IO_BITMAP_A")), controls.io_bitmap_b.eq(field("IO_BITMAP_B")),
+            controls.msr_bitmap.eq(field("MSR_BITMAP")), controls.tsc_offset.eq(field("TSC_OFFSET")),
+            controls.tpr_threshold.eq(field("TPR_THRESHOLD")),
+            decider.guest.tpr.eq(tpr),
+        ]
+        m.d.comb += [controls.cr3_targets[i].eq(field(f"CR3_TARGET_VALUE{i}")) for i in range(4)]
+        guest_registers = [name for name, _ in data.Layout.cast(GuestRegisters) if name != "tpr"]
+        m.d.comb += [getattr(decider.guest, name).eq(getattr(st, name)) for name in guest_registers]
+
+        def decide():
+            """Apply the exit decision for the current event: the guest state it leaves, then an exit
+            or the no-exit result."""
+            decision, after = decider.decision, decider.next_guest
+            m.d.sync += [getattr(st, name).eq(getattr(after, name)) for name in guest_registers]
+            m.d.sync += [tpr.eq(after.tpr), result.value.eq(Mux(decision.value_valid, decision.value, 0))]
+            with m.If(decision.exit):
+                take_exit(decision.reason, decision)
+            with m.Else():
+                m.d.sync += result.outcome.eq(Outcome.NO_EXIT)
+                m.next = "Respond"
+
+        # What a VM exit writes to the VMCS, by field: (value, condition) (SDM vol. 3C §28.2–28.3).
+        saved_fields = {
+            "GUEST_CR0": (st.cr0, 1), "GUEST_CR3": (st.cr3, 1), "GUEST_CR4": (st.cr4, 1),
+            "GUEST_DR7": (st.dr7, exit_ctls[2]), "GUEST_IA32_DEBUGCTL": (st.debugctl, exit_ctls[2]),
+            "GUEST_RSP": (st.rsp, 1), "GUEST_RIP": (st.rip, 1), "GUEST_RFLAGS": (st.rflags, 1),
+            "GUEST_GDTR_BASE": (st.gdtr.base, 1), "GUEST_GDTR_LIMIT": (st.gdtr.limit, 1),
+            "GUEST_IDTR_BASE": (st.idtr.base, 1), "GUEST_IDTR_LIMIT": (st.idtr.limit, 1),
+            "GUEST_SYSENTER_CS": (st.sysenter_cs, 1), "GUEST_SYSENTER_ESP": (st.sysenter_esp, 1),
+            "GUEST_SYSENTER_EIP": (st.sysenter_eip, 1),
+            "GUEST_IA32_PAT": (st.pat, exit_ctls[18]), "GUEST_IA32_EFER": (st.efer, exit_ctls[20]),
+            "GUEST_PENDING_DBG_EXCEPTIONS": (st.pending_dbg, 1), "GUEST_ACTIVITY_STATE": (st.activity, 1),
+            "GUEST_INTERRUPTIBILITY_INFO": (st.interruptibility, 1),
+            "VMX_PREEMPTION_TIMER_VALUE": (timer, exit_ctls[22]),
+        }
+        for seg in SEGMENTS:
+            segment = getattr(st, seg)
+            for part, name in (("selector", "SELECTOR"), ("base", "BASE"), ("limit", "LIMIT"), ("ar", "AR_BYTES")):
+                saved_fields[f"GUEST_{seg.upper()}_{name}"] = (getattr(segment, part), 1)
+        for name, member in EXIT_INFO_FIELDS.items():
+            saved_fields[name] = (getattr(exit_info, member), 1)
+
+        exit_store_count = field("VM_EXIT_MSR_STORE_COUNT")
+        exit_store_entry = field("VM_EXIT_MSR_STORE_ADDR")[4:maxphy] + (msr_number - 1)[:maxphy]
+        exit_load_count = field("VM_EXIT_MSR_LOAD_COUNT")
+        exit_load_entry = field("VM_EXIT_MSR_LOAD_ADDR")[4:maxphy] + (msr_number - 1)[:maxphy]
+
+        def guest_msr(index):
+            """The guest's value of an MSR, for the VM-exit MSR-store list (0 for MSRs not modelled)."""
+            value = Signal(64, name="guest_msr_value")
+            with m.Switch(index):
+                for msr, name in GUEST_MSRS.items():
+                    with m.Case(msr):
+                        m.d.comb += value.eq(getattr(st, name))
+            return value
+
+        def exit_msr_load():
+            m.d.sync += msr_number.eq(1)
+            with m.If(exit_load_count != 0):
+                m.next = "Exit-MSR-Load-Index"
+            with m.Else():
+                m.next = "Respond"
+
         def start_entry():
             m.d.sync += [gather_row.eq(0), link_revision.eq(0), vtpr.eq(0), pdpte_index.eq(0),
                          self.entry_failures.eq(0)]
@@ -921,7 +1061,9 @@ class VMCSUnit(wiring.Component):
 
         with m.FSM(name="sequencer") as fsm:
             with m.State("Idle"):
-                m.d.comb += self.cmd.ready.eq(1)
+                # ``guest.ready`` does not depend on ``guest.valid``: a test bench that reads ready
+                # before its valid settles (cocotb) sees the same handshake as one that does not.
+                m.d.comb += [self.cmd.ready.eq(1), self.guest.ready.eq(non_root & ~self.cmd.valid)]
                 with m.If(self.cmd.valid):
                     m.d.sync += [
                         op.eq(self.cmd.payload.op),
@@ -935,6 +1077,10 @@ class VMCSUnit(wiring.Component):
                         result.eq(0),
                     ]
                     m.next = "Execute"
+                with m.Elif(self.guest.valid & non_root):
+                    m.d.sync += [event.eq(self.guest.payload), run_count.eq(self.guest.payload.cycles),
+                                 result.eq(0)]
+                    m.next = "Guest-Run"
 
             with m.State("Execute"):
                 # Common #UD conditions (SDM vol. 3C §31.2): real mode, virtual-8086 mode,
@@ -1202,7 +1348,19 @@ class VMCSUnit(wiring.Component):
                 with m.If(op == VMXOp.VMLAUNCH):
                     m.d.sync += slot_launched[current_slot].eq(1)
                 m.d.sync += non_root.eq(1)
-                respond(Outcome.ENTERED)
+                timer_value = field("VMX_PREEMPTION_TIMER_VALUE")
+                m.d.sync += [timer.eq(timer_value), timer_expired.eq(pin[6] & (timer_value == 0))]
+                # An exit due before the first guest instruction (§27.7.2–27.7.4): a pending MTF
+                # exit, the timer loaded with 0, an open NMI or interrupt window. After injecting a
+                # vectoring event the windows are left to the next instruction boundary.
+                m.d.comb += [decider.at_entry.eq(1), decider.mtf_pending.eq(entry_mtf_pending),
+                             decider.timer_expired.eq(pin[6] & (timer_value == 0))]
+                window = ((decider.boundary_reason == ExitReason.NMI_WINDOW.value) |
+                          (decider.boundary_reason == ExitReason.INTERRUPT_WINDOW.value))
+                with m.If(decider.boundary_exit & ~(injection[31] & window)):
+                    take_exit(decider.boundary_reason)
+                with m.Else():
+                    respond(Outcome.ENTERED)
 
             # -- a VM exit caused by a VMX instruction in non-root operation (SDM vol. 3C §26.1.2) --
             with m.State("Exit-Write-Reason"):
@@ -1221,7 +1379,95 @@ class VMCSUnit(wiring.Component):
                     store.w_en.eq(0b11),
                 ]
                 m.d.sync += [non_root.eq(0), slot_dirty[current_slot].eq(1)]
-                m.next = "Respond"
+                exit_msr_load()
+
+            # -- a VM exit (SDM vol. 3C §28.3–28.6): save guest state and exit information a row of
+            # the store per cycle, store MSRs, load host state, load MSRs ------------------------------
+            with m.State("Exit-Save"):
+                m.d.comb += [store.s_slot.eq(current_slot), store.s_row.eq(save_row)]
+                with m.Switch(save_row):
+                    for row in save_rows:
+                        with m.Case(row):
+                            for bank in range(self.banks):
+                                index = row * self.banks + bank
+                                if index >= n_fields or self.fields[index].name not in saved_fields:
+                                    continue
+                                value, condition = saved_fields[self.fields[index].name]
+                                m.d.comb += [store.s_data[bank].eq(value[:self.fields[index].bits]),
+                                             store.s_en[bank].eq(condition)]
+                m.d.sync += save_row.eq(save_row + 1)
+                with m.If(save_row == save_rows[-1]):
+                    m.d.sync += [slot_dirty[current_slot].eq(1), msr_number.eq(1)]
+                    with m.If(exit_store_count != 0):
+                        m.next = "Exit-MSR-Store-Index"
+                    with m.Else():
+                        m.next = "Exit-Load-Host"
+            with m.State("Exit-MSR-Store-Index"):
+                bus_access(Cat(Const(0, 1), exit_store_entry))
+                with m.If(self.bus.ack):
+                    m.d.sync += msr_word0.eq(self.bus.dat_r)
+                    m.next = "Exit-MSR-Store-Value"
+            with m.State("Exit-MSR-Store-Value"):
+                bus_access(Cat(Const(1, 1), exit_store_entry), write=True, data=guest_msr(msr_word0[0:32]))
+                with m.If(self.bus.ack):
+                    m.d.sync += msr_number.eq(msr_number + 1)
+                    with m.If(msr_number == exit_store_count):
+                        m.next = "Exit-Load-Host"
+                    with m.Else():
+                        m.next = "Exit-MSR-Store-Index"
+            with m.State("Exit-Load-Host"):
+                load_host_state()
+                m.d.sync += [non_root.eq(0), timer_expired.eq(0)]
+                if caps.misc >> 5 & 1:
+                    # "IA-32e mode guest" := IA32_EFER.LMA of the guest (§28.3, IA32_VMX_MISC[5]).
+                    m.d.comb += [
+                        store.w_slot.eq(current_slot),
+                        store.w_index.eq(self.fields.index(BY_NAME["VM_ENTRY_CONTROLS"])),
+                        store.w_data.eq(Cat(entry_ctls[0:9], self.arch_state.efer[10], entry_ctls[10:32])),
+                        store.w_en.eq(0b11),
+                    ]
+                exit_msr_load()
+            with m.State("Exit-MSR-Load-Index"):
+                bus_access(Cat(Const(0, 1), exit_load_entry))
+                with m.If(self.bus.ack):
+                    m.d.sync += msr_word0.eq(self.bus.dat_r)
+                    m.next = "Exit-MSR-Load-Value"
+            with m.State("Exit-MSR-Load-Value"):
+                bus_access(Cat(Const(1, 1), exit_load_entry))
+                with m.If(self.bus.ack):
+                    load_msr(msr_word0[0:32], self.bus.dat_r)
+                    m.d.sync += msr_number.eq(msr_number + 1)
+                    with m.If(msr_number == exit_load_count):
+                        m.next = "Respond"
+                    with m.Else():
+                        m.next = "Exit-MSR-Load-Index"
+
+            # -- a guest event in VMX non-root operation (SDM vol. 3C chapter 26) ---------------------
+            with m.State("Guest-Run"):
+                # The guest runs ``cycles`` clock cycles; the VMX-preemption timer counts down by one
+                # each time TSC bit IA32_VMX_MISC[4:0] changes (§26.5.1).
+                with m.If(timer_expired | (run_count == 0)):
+                    with m.If(decider.boundary_exit):
+                        take_exit(decider.boundary_reason)
+                    with m.Elif(decider.bitmap_reads != 0):
+                        m.d.sync += bitmap_index.eq(0)
+                        m.next = "Guest-Read-Bitmap"
+                    with m.Else():
+                        decide()
+                with m.Else():
+                    m.d.sync += run_count.eq(run_count - 1)
+                    with m.If(pin[6] & timer_tick):
+                        m.d.sync += timer.eq(timer - 1)
+                        with m.If(timer == 1):
+                            m.d.sync += timer_expired.eq(1)
+            with m.State("Guest-Read-Bitmap"):
+                bus_access(decider.bitmap_addr[bitmap_index][3:maxphy])
+                with m.If(self.bus.ack):
+                    m.d.sync += [bitmap_words[bitmap_index].eq(self.bus.dat_r), bitmap_index.eq(1)]
+                    with m.If(bitmap_index + 1 == decider.bitmap_reads):
+                        m.next = "Guest-Decide"
+            with m.State("Guest-Decide"):
+                decide()
 
             with m.State("Respond"):
                 m.d.comb += self.resp.valid.eq(1)

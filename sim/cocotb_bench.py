@@ -41,12 +41,13 @@ async def run_scenario(dut):
     Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns").start()
     io = CocotbIO(dut)
     dut.rst.value = 1
-    for name in ("cmd__valid", "resp__ready", "bus__ack", "bus__dat_r", "cmd__payload", "cpu"):
+    for name in ("cmd__valid", "guest__valid", "resp__ready", "bus__ack", "bus__dat_r", "cmd__payload",
+                 "guest__payload", "cpu"):
         io.set(name, 0)
     await FallingEdge(dut.clk)
     await FallingEdge(dut.clk)
     dut.rst.value = 0
-    for name in ("cmd__ready", "resp__valid", "bus__cyc", "bus__stb"):
+    for name in ("cmd__ready", "guest__ready", "resp__valid", "bus__cyc", "bus__stb"):
         io.get(name)  # every output must be resolvable right after reset
     driver = UnitDriver(io, PhysicalMemory(), latency=scenario.config.memory_latency)
     rows = await execute_steps(driver, scenario)

@@ -11,6 +11,7 @@ requests with ``latency`` wait cycles (0: the acknowledge comes in the cycle of 
 
 from amaranth.lib import data
 
+from hwvirt.hdl.exit_logic import GuestEvent
 from hwvirt.hdl.vmcs_unit import Command, Fault, Outcome, ProcessorState, Result, VMXOp
 
 
@@ -117,6 +118,7 @@ class UnitDriver:
         """Drive idle inputs and the initial processor state, then let one clock pass."""
         self.set_cpu(cpu)
         self.io.set("cmd__valid", 0)
+        self.io.set("guest__valid", 0)
         self.io.set("resp__ready", 1)
         self.io.set("bus__ack", 0)
         await self.io.tick()
@@ -151,13 +153,22 @@ class UnitDriver:
         ``cycles`` counts clock cycles from the edge that accepts the command to the first cycle in
         which the result is valid.
         """
+        payload = pack(Command, {"op": op, "reg": reg, "operand": operand})
+        return await self._transact("cmd", payload, VMXOp(op).name, limit)
+
+    async def guest_event(self, event, *, limit=1_000_000):
+        """Report one guest event (the fields of :class:`~hwvirt.hdl.exit_logic.GuestEvent`) and
+        return the unit's :class:`CommandResult` (an exit or no exit), timed as :meth:`execute`."""
+        return await self._transact("guest", pack(GuestEvent, event), "guest event", limit)
+
+    async def _transact(self, port, payload, what, limit):
         io = self.io
-        io.set("cmd__payload", pack(Command, {"op": op, "reg": reg, "operand": operand}))
-        io.set("cmd__valid", 1)
+        io.set(f"{port}__payload", payload)
+        io.set(f"{port}__valid", 1)
         accepted_at = None
         for _ in range(limit):
             # Read phase: every output of this cycle, before any input changes.
-            ready = io.get("cmd__ready")
+            ready = io.get(f"{port}__ready")
             resp_valid = io.get("resp__valid")
             resp_payload = io.get("resp__payload")
             entry_failures = io.get("entry_failures") if resp_valid else None
@@ -167,7 +178,7 @@ class UnitDriver:
                 if ready:
                     accepted_at = self.cycle
             else:
-                io.set("cmd__valid", 0)
+                io.set(f"{port}__valid", 0)
                 if resp_valid:
                     fields = unpack(Result, resp_payload)
                     result = CommandResult(
@@ -186,7 +197,7 @@ class UnitDriver:
                     await self._tick()
                     return result
             await self._tick()
-        raise TimeoutError(f"{VMXOp(op).name}: no result within {limit} cycles")
+        raise TimeoutError(f"{what}: no result within {limit} cycles")
 
     async def _tick(self):
         await self.io.tick()

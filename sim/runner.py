@@ -15,8 +15,10 @@ from pathlib import Path
 from amaranth.sim import Simulator
 
 from hwvirt.hdl.entry_check_catalogue import CHECKS
+from hwvirt.hdl.exit_logic import ExitReason
 from hwvirt.hdl.vmcs_unit import Fault, Outcome, VMCSUnit, VMXOp
 
+from . import guest_events
 from .driver import PhysicalMemory, PortIO, UnitDriver
 
 
@@ -49,6 +51,7 @@ _INSTRUCTIONS = {
 _VALUE_OPS = {"vmread", "vmptrst", "rdmsr", "mem_read"}
 #: The ops that are VM entries.
 ENTRY_OPS = ("vmlaunch", "vmresume")
+_ENTRY_INSTRUCTION_EXITS = (ExitReason.VMLAUNCH.value, ExitReason.VMRESUME.value)
 
 
 def build_unit_from_config(config):
@@ -76,13 +79,18 @@ def _step_result(step, result, cycles):
         row["qualification"] = result["qualification"]
     if outcome == Outcome.SUCCEED and step.op in _VALUE_OPS:
         row["value"] = result["value"]
+    if outcome == Outcome.NO_EXIT and step.args.get("event") in guest_events.READING_EVENTS:
+        row["value"] = result["value"]
     if result.get("check"):
         row["check"] = CHECKS[result["check"] - 1].id
-    if step.op in ENTRY_OPS and (
-            result["check"] or outcome in (Outcome.ENTERED, Outcome.ENTRY_FAILED)):
+    # A VM exit on a VMLAUNCH/VMRESUME step is either the instruction's own exit in non-root
+    # operation (reason 20/24: no entry) or one due right after a successful entry.
+    entered = outcome in (Outcome.ENTERED, Outcome.ENTRY_FAILED) or (
+        outcome == Outcome.EXIT and result["exit_reason"] not in _ENTRY_INSTRUCTION_EXITS)
+    if step.op in ENTRY_OPS and (result["check"] or entered):
         # The entry reached the checker: every failing check, in catalogue order.
         row["checks"] = [check.id for i, check in enumerate(CHECKS) if result["entry_failures"] >> i & 1]
-    if outcome == Outcome.ENTERED and result["event"] >> 31:
+    if entered and step.op in ENTRY_OPS and result["event"] >> 31:
         row["injected"] = {"vector": result["event"] & 0xFF, "type": result["event"] >> 8 & 7,
                            "error_code": result["event_error"] if result["event"] >> 11 & 1 else None}
     return row
@@ -135,6 +143,9 @@ async def execute_steps(driver, scenario):
                 if result["outcome"] != Outcome.SUCCEED:
                     break
             row = _step_result(step, result, cycles)
+        elif step.op == "guest":
+            result = await driver.guest_event(guest_events.encode(args))
+            row = _step_result(step, result, result["cycles"])
         elif step.op in _INSTRUCTIONS:
             op, operands = _INSTRUCTIONS[step.op]
             result = await driver.execute(op, **operands(args))
@@ -152,7 +163,8 @@ class AmaranthIO(PortIO):
     def __init__(self, ctx, unit):
         self._ctx = ctx
         self._ports = {}
-        for name in ("cmd__valid", "cmd__ready", "cmd__payload", "resp__valid", "resp__ready",
+        for name in ("cmd__valid", "cmd__ready", "cmd__payload", "guest__valid", "guest__ready", "guest__payload",
+                     "resp__valid", "resp__ready",
                      "resp__payload", "entry_failures", "cpu", "bus__cyc", "bus__stb", "bus__we", "bus__adr",
                      "bus__dat_w", "bus__sel", "bus__dat_r", "bus__ack"):
             obj = unit
@@ -174,7 +186,8 @@ def _waveform_traces(unit):
     """The signals a person needs in a waveform, in display order."""
     debug = unit.debug_signals
     return [
-        unit.cmd.valid, unit.cmd.ready, unit.cmd.payload, debug["state"], unit.resp.valid,
+        unit.cmd.valid, unit.cmd.ready, unit.cmd.payload, unit.guest.valid, unit.guest.ready, unit.guest.payload,
+        debug["state"], unit.resp.valid,
         unit.resp.payload, unit.status, unit.current_vmcs, debug["store_r_index"],
         debug["store_w_index"], debug["store_w_en"], debug["store_w_data"], unit.bus.cyc, unit.bus.stb,
         unit.bus.we, unit.bus.adr, unit.bus.sel, unit.bus.dat_w, unit.bus.dat_r, unit.bus.ack,

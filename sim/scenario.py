@@ -105,7 +105,42 @@ set_cpu       any ``[cpu]`` key (at least one)        change processor state bet
 mem_write     addr, one of u8/u16/u32/u64/hex         store bytes as in ``[[memory]]``
 mem_read      addr, width                             load width (8, 16, 32 or 64) bits, little-endian;
                                                       the result value
+guest         event, and that event's operands        something the guest does in VMX non-root
+                                                      operation (below); exit or no_exit
 ============  ======================================  =================================================
+
+``op = "guest"`` — guest events (``hwvirt.sim.guest_events.EVENTS``)
+---------------------------------------------------------------------
+=============  ===================================================================================
+event          operands (all events also take ``len``, the instruction length 1 … 15, and
+               ``cycles``, guest clock cycles that pass before the event)
+=============  ===================================================================================
+cpuid          [eax, ecx]
+getsec, invd, vmcall, hlt, invpcid, mwait, monitor, pause, rdtsc, rdtscp, wbinvd, rdrand, rdseed,
+clts, nmi, init, triple_fault, run (time passes; no instruction retires)
+xsetbv         [ecx, value]
+rdpmc          [ecx]
+invlpg         addr (the linear address)
+descriptor     instr: sgdt, sidt, lgdt, lidt, sldt, str, lldt or ltr
+rdmsr          msr;  wrmsr: msr, value
+io             port, [size 1/2/4 = 1, dir "in"/"out" = "out", string, rep, imm (port in the
+               instruction, not DX), addr (a string instruction's linear address)]
+cr_write       cr (0, 3, 4, 8), value, [gpr 0 … 15 = 0];  cr_read: cr, [gpr]
+lmsw           value (the 16-bit source)
+dr_write       dr (0 … 7), value, [gpr];  dr_read: dr, [gpr]
+vminstr        name: a VMX instruction (vmclear, vmlaunch, …, invept, invvpid, vmcall)
+task_switch    selector, [source: call, iret, jmp, gate]
+exception      vector (0 … 31), [error_code, type: hardware/software/privileged, addr (#PF
+               linear address), during = { vector, type, error_code } (the event being delivered
+               when the exception happened: hardware/software/privileged/extint/nmi/soft_int)]
+extint         vector;  sipi: vector
+=============  ===================================================================================
+
+The result is ``exit`` (with ``exit_reason`` and ``qualification``; the other exit-information
+fields are read with ``vmread``) or ``no_exit`` (with ``value`` for rdtsc, rdtscp, rdmsr, cr_read
+and dr_read). An exit due before the first guest instruction after a VM entry (interrupt or NMI
+window open, preemption timer loaded with 0, pending MTF) is the result of the ``vmlaunch`` /
+``vmresume`` step itself.
 
 A ``field`` (and each key of ``fields``) is a VMCS field name as in ``hwvirt.hdl.vmcs_fields``
 (case-insensitive; ``NAME_HIGH`` selects the high half of a 64-bit field) or an encoding, as an
@@ -120,7 +155,8 @@ key            meaning
 outcome        succeed, fail_invalid, fail_valid, fault, entered, entry_failed, exit, no_exit
 error          VM-instruction error number; only with fail_valid (fail_invalid has none)
 fault          "UD" or "GP", the exception raised; only with fault
-value          the step's result value (vmread, vmptrst, rdmsr, mem_read); only with succeed
+value          the step's result value (vmread, vmptrst, rdmsr, mem_read; what a guest event
+               reads); only with succeed or no_exit
 exit_reason    exit reason of a VM exit or a failed VM entry; only with exit or entry_failed
 qualification  exit qualification; only with exit or entry_failed
 check          ID of the VM-entry check that decided a failed entry (``hwvirt.hdl.entry_check_catalogue``)
@@ -146,6 +182,8 @@ import tomllib
 from dataclasses import dataclass, field as _dc_field
 from pathlib import Path
 from typing import Callable, NamedTuple
+
+from . import guest_events
 
 
 __all__ = [
@@ -366,7 +404,7 @@ _EXPECT_KEYS = {
 _EXPECT_OUTCOMES = {
     "error": ("fail_valid",),
     "fault": ("fault",),
-    "value": ("succeed",),
+    "value": ("succeed", "no_exit"),
     "exit_reason": ("exit", "entry_failed"),
     "qualification": ("exit", "entry_failed"),
     "injected": ("entered",),
@@ -435,9 +473,69 @@ OPS = {
     "set_cpu":   _OpSpec((), dict.fromkeys(_CPU_KEYS), _set_cpu_shape),
     "mem_write": _OpSpec(("addr",), dict.fromkeys(_DATA_KEYS), _exactly_one_data),
     "mem_read":  _OpSpec(("addr", "width")),
+    "guest":     _OpSpec(("event",)),      # operands per event: _guest_operands
 }
 
 _STEP_COMMON = ("op", "comment", "expect")
+
+
+# -- guest events (op = "guest") -------------------------------------------------------------------
+
+def _bool(where, key, value):
+    if not isinstance(value, bool):
+        raise where.error(f"{key!r}: expected true or false, not {value!r}")
+    return value
+
+
+def _during(where, key, value):
+    if not isinstance(value, dict):
+        raise where.error(f"{key!r}: expected a table {{ vector = …, type = …, error_code = … }}")
+    known = {"vector": _int_range(0, 255), "type": _word_choice(tuple(guest_events.DURING_TYPES)),
+             "error_code": _uint(32)}
+    out = {}
+    for name, item in value.items():
+        if name not in known:
+            raise where.unknown(f"key of {key!r}", name, known)
+        out[name] = known[name](where, f"{key}.{name}", item)
+    if "vector" not in out:
+        raise where.error(f"{key!r}: missing required key 'vector'")
+    return out
+
+
+#: Every operand a guest event takes, with its converter (which events take which:
+#: :data:`hwvirt.sim.guest_events.EVENTS`).
+_GUEST_OPERANDS = {
+    "eax": _uint(32), "ecx": _uint(32), "addr": _uint(), "msr": _uint(32), "value": _uint(),
+    "port": _uint(16), "size": _int_choice(1, 2, 4), "dir": _word_choice(("in", "out")),
+    "string": _bool, "rep": _bool, "imm": _bool, "cr": _int_choice(0, 3, 4, 8), "gpr": _int_range(0, 15),
+    "dr": _int_range(0, 7), "instr": _word_choice(tuple(guest_events.DESCRIPTOR_INSTRUCTIONS)),
+    "name": _word_choice(tuple(guest_events.VMX_INSTRUCTIONS)), "selector": _uint(16),
+    "source": _word_choice(tuple(guest_events.TASK_SOURCES)), "vector": _int_range(0, 255),
+    "error_code": _uint(32), "type": _word_choice(tuple(guest_events.EXCEPTION_TYPES)), "during": _during,
+    "len": _int_range(1, 15), "cycles": _uint(32),
+}
+
+
+def _guest_operands(where, table):
+    """The operands of an ``op = "guest"`` step: ``event`` and the operands that event takes."""
+    if "event" not in table:
+        raise where.error(f"missing required key 'event' (one of {', '.join(guest_events.EVENTS)})")
+    name = _word_choice(tuple(guest_events.EVENTS))(where, "event", table["event"])
+    spec = guest_events.EVENTS[name]
+    allowed = (*spec.required, *spec.optional, "len", "cycles")
+    args = {"event": name}
+    for key, value in table.items():
+        if key in _STEP_COMMON or key == "event":
+            continue
+        if key not in allowed:
+            raise where.unknown(f"key for event {name!r}", key, allowed)
+        args[key] = _GUEST_OPERANDS[key](where, key, value)
+    for key in spec.required:
+        if key not in args:
+            raise where.error(f"event {name!r}: missing required key {key!r}")
+    if name == "exception" and args["vector"] > 31:
+        raise where.error(f"'vector': exceptions are vectors 0 … 31, not {args['vector']}")
+    return args
 _MEMORY_SPEC = _OpSpec(("addr",), dict.fromkeys(_DATA_KEYS), _exactly_one_data)
 
 
@@ -583,7 +681,10 @@ def _parse_step(source, index, table):
     if op not in OPS:
         raise where.unknown("op", op, OPS)
     where = _Where(source, f"step {index} ({op})")
-    args = _operands(where, table, OPS[op], ignore=_STEP_COMMON)
+    if op == "guest":
+        args = _guest_operands(where, table)
+    else:
+        args = _operands(where, table, OPS[op], ignore=_STEP_COMMON)
     expect = {}
     raw_expect = _table(where, "expect", table.get("expect", {}), "expect = { outcome = ... }")
     expect_where = _Where(source, f"{where.label}: expect")

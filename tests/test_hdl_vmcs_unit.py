@@ -37,6 +37,7 @@ from hwvirt.hdl.bus import WishboneSignature
 from hwvirt.hdl.capabilities import DEFAULT_FEATURES, MSR, VMXCapabilities
 from hwvirt.hdl.arch_state import ArchState
 from hwvirt.hdl.entry_check_catalogue import CHECKS
+from hwvirt.hdl.exit_logic import GuestEvent
 from hwvirt.hdl.vmcs_fields import BY_NAME, lookup_encoding
 from hwvirt.hdl.vmcs_unit import (
     Command, FieldDecoder, ProcessorState, Result, VMCSStore, VMCSUnit, VMXStatus,
@@ -996,6 +997,7 @@ def test_vmcs_unit_signature():
     unit = VMCSUnit(caps, cache_slots=3)
     assert dict(unit.signature.members.items()) == {
         "cmd":            In(wiring.Signature({"payload": Out(Command), "valid": Out(1), "ready": In(1)})),
+        "guest":          In(wiring.Signature({"payload": Out(GuestEvent), "valid": Out(1), "ready": In(1)})),
         "resp":           Out(wiring.Signature({"payload": Out(Result), "valid": Out(1), "ready": In(1)})),
         "cpu":            In(ProcessorState),
         "status":         Out(VMXStatus),
@@ -1026,6 +1028,7 @@ def test_vmcs_store_signature():
         "g_slot": In(range(3)), "g_row": In(range(15)), "g_en": In(1),
         "g_data": Out(data.ArrayLayout(64, 8)),
         "w_slot": In(range(3)), "w_index": In(range(115)), "w_data": In(64), "w_en": In(2),
+        "s_slot": In(range(3)), "s_row": In(range(15)), "s_data": In(data.ArrayLayout(64, 8)), "s_en": In(8),
     }
 
 

@@ -211,7 +211,7 @@ def test_operands_normalized():
 def test_every_op_has_a_spec():
     assert set(OPS) == {"vmxon", "vmxoff", "vmclear", "vmptrld", "vmptrst", "vmread", "vmwrite",
                         "vmlaunch", "vmresume", "vmcall", "invept", "invvpid", "rdmsr", "set_cpu",
-                        "mem_write", "mem_read"}
+                        "mem_write", "mem_read", "guest"}
 
 
 def test_expect_normalized():

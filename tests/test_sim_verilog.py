@@ -14,7 +14,8 @@ def test_export_is_reproducible_and_has_the_documented_ports():
     assert first == second
     header = re.search(r"module hwvirt_unit\((.*?)\);", first, re.S).group(1)
     ports = {p.strip() for p in header.split(",")}
-    expected = {"clk", "rst", "cmd__valid", "cmd__ready", "cmd__payload", "resp__valid", "resp__ready",
+    expected = {"clk", "rst", "cmd__valid", "cmd__ready", "cmd__payload", "guest__valid", "guest__ready",
+                "guest__payload", "resp__valid", "resp__ready",
                 "resp__payload", "cpu", "status", "current_vmcs", "arch_state", "entry_failures",
                 "bus__cyc", "bus__stb", "bus__we", "bus__adr", "bus__dat_w", "bus__sel", "bus__dat_r",
                 "bus__ack"}
