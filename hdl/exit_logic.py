@@ -150,6 +150,7 @@ class GuestEventKind(enum.Enum, shape=6):
     INIT             = 34
     SIPI             = 35
     TRIPLE_FAULT     = 36
+    MEMORY           = 37   # a data access or fetch: ``value`` = the address, translated by the EPT walker
 
 
 class InterruptionType(enum.Enum, shape=3):
@@ -199,6 +200,9 @@ class GuestEvent(data.Struct):
     value:        64
     during:       32
     during_error: 32
+    access:       2      # MEMORY: 0 read, 1 write, 2 fetch (:class:`~hwvirt.hdl.ept_walker.Access`)
+    user:         1      # MEMORY: a user-mode access
+    linear:       1      # MEMORY: ``value`` is a guest-linear address (else guest-physical)
 
 
 class GuestRegisters(data.Struct):
@@ -254,6 +258,7 @@ class ExitDecision(data.Struct):
     instr_len:     32
     instr_info:    32
     guest_linear:  64
+    guest_physical: 64   # EPT violations and misconfigurations (set by the unit, 0 here)
     value:         64    # what the guest reads, when ``value_valid``
     value_valid:   1
 
@@ -265,7 +270,7 @@ DEFAULT_LENGTH = {
     "rdtscp": 3, "cr_write": 3, "cr_read": 3, "dr_write": 3, "dr_read": 3, "rdrand": 3, "rdseed": 3,
     "lmsw": 3, "descriptor": 3, "vminstr": 3, "task_switch": 2, "invpcid": 5, "invlpg": 3,
     "exception": 1,    # only the software and privileged software exception types report it
-    "nmi": 0, "extint": 0, "init": 0, "sipi": 0, "triple_fault": 0, "run": 0,
+    "nmi": 0, "extint": 0, "init": 0, "sipi": 0, "triple_fault": 0, "run": 0, "mem": 0,
 }
 
 #: Hardware exceptions that deliver an error code (SDM vol. 3A §6.15; CET's #CP is not modelled).

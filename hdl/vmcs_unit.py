@@ -42,9 +42,10 @@ from .arch_state import SEGMENTS, ArchState, host_segment_access_rights
 from .bus import WishboneSignature
 from .capabilities import MSR, VMXCapabilities
 from .entry_check_catalogue import CHECKS, CheckGroup
+from .ept_walker import Access, EPTWalker, InvalidationKind, Outcome as WalkOutcome
 from .entry_checks import ENTRY_CHECKS, MSR_LOAD_CHECKS, EntryChecker, MSRLoadChecker, entry_fields_layout
 from .exit_logic import (ENTRY_FAILURE_BIT, GUEST_MSRS, VMX_INSTRUCTION_EXIT_REASON, ExitDecider, ExitDecision,
-                         ExitReason, GuestEvent, GuestRegisters)
+                         ExitReason, GuestEvent, GuestEventKind, GuestRegisters, InterruptionType)
 from .vmcs_fields import BY_NAME, VMCS_FIELDS, FieldType, FieldWidth
 
 
@@ -75,6 +76,7 @@ EXIT_INFO_FIELDS = {
     "VM_EXIT_INTR_ERROR_CODE": "intr_error", "IDT_VECTORING_INFO_FIELD": "idt_info",
     "IDT_VECTORING_ERROR_CODE": "idt_error", "VM_EXIT_INSTRUCTION_LEN": "instr_len",
     "VMX_INSTRUCTION_INFO": "instr_info", "GUEST_LINEAR_ADDRESS": "guest_linear",
+    "GUEST_PHYSICAL_ADDRESS": "guest_physical",
 }
 
 
@@ -202,6 +204,9 @@ class Result(data.Struct):
     check:         8     # 1 + catalogue index of the reported VM-entry check, 0 for none
     event:         32    # VM-entry interruption information of an injected event (bit 31: valid)
     event_error:   32    # its error code
+    walk_refs:     8     # a guest memory access: memory references of the translation
+    walk_tlb_hit:  1     # … answered by the TLB
+    walk_pwc_hits: 5     # … levels skipped by the paging-structure caches
 
 
 class ProcessorState(data.Struct):
@@ -390,6 +395,9 @@ class VMCSUnit(wiring.Component):
         Number of VMCSs held on chip (≥ 1).
     banks : int
         Banks of the VMCS store (a power of two): a VM entry reads this many fields a cycle.
+    tlb_entries, pwc_entries : int
+        Entries of the EPT walker's TLBs and paging-structure caches
+        (:class:`~hwvirt.hdl.ept_walker.EPTWalker`).
 
     Members
     -------
@@ -409,7 +417,7 @@ class VMCSUnit(wiring.Component):
     bus : Out(:class:`~hwvirt.hdl.bus.WishboneSignature`)
     """
 
-    def __init__(self, capabilities=None, *, cache_slots=2, banks=8):
+    def __init__(self, capabilities=None, *, cache_slots=2, banks=8, tlb_entries=8, pwc_entries=8):
         if capabilities is None:
             capabilities = VMXCapabilities()
         if not isinstance(capabilities, VMXCapabilities):
@@ -419,6 +427,8 @@ class VMCSUnit(wiring.Component):
         self.capabilities = capabilities
         self.cache_slots = cache_slots
         self.banks = banks
+        self.tlb_entries = tlb_entries
+        self.pwc_entries = pwc_entries
         # Store order: the fields a VM entry reads come first, so the gather reads as few rows as
         # possible — controls and host state, then guest state; then the VM-exit information fields,
         # so that a VM exit saves guest state and exit information in consecutive rows; then the
@@ -856,6 +866,31 @@ class VMCSUnit(wiring.Component):
         guest_registers = [name for name, _ in data.Layout.cast(GuestRegisters) if name != "tpr"]
         m.d.comb += [getattr(decider.guest, name).eq(getattr(st, name)) for name in guest_registers]
 
+        # The EPT walker shares the bus: it owns it while the sequencer waits for a translation.
+        m.submodules.ept_walker = walker = EPTWalker(
+            maxphyaddr=maxphy, tlb_entries=self.tlb_entries, pwc_entries=self.pwc_entries,
+            accessed_dirty=bool(caps.ept_vpid_cap >> 21 & 1), execute_only=bool(caps.ept_vpid_cap & 1),
+            advanced_info=bool(caps.ept_vpid_cap >> 22 & 1))
+        walker_owns_bus = Signal()
+        request = walker.req.payload
+        m.d.comb += [
+            request.eptp.eq(field("EPT_POINTER")), request.vpid.eq(field("VIRTUAL_PROCESSOR_ID")),
+            request.access.eq(event.access), request.user.eq(event.user),
+            request.gpa.eq(event.value), request.linear.eq(event.value),
+            request.linear_valid.eq(event.linear), request.guest_paging.eq(event.linear & st.cr0[31]),
+            request.cr3.eq(st.cr3),
+            walker.resp.ready.eq(1),
+            walker.invalidate.payload.kind.eq(Mux(op == VMXOp.INVEPT, inv_type[0:2], 4 | inv_type[0:2])),
+            walker.invalidate.payload.eptp.eq(operand[0:64]),
+            walker.invalidate.payload.vpid.eq(operand[0:16]),
+            walker.invalidate.payload.linear.eq(operand[64:128]),
+            walker.bus.dat_r.eq(self.bus.dat_r), walker.bus.ack.eq(self.bus.ack & walker_owns_bus),
+        ]
+        with m.If(walker_owns_bus):
+            m.d.comb += [self.bus.cyc.eq(walker.bus.cyc), self.bus.stb.eq(walker.bus.stb),
+                         self.bus.we.eq(walker.bus.we), self.bus.adr.eq(walker.bus.adr),
+                         self.bus.dat_w.eq(walker.bus.dat_w), self.bus.sel.eq(walker.bus.sel)]
+
         def decide():
             """Apply the exit decision for the current event: the guest state it leaves, then an exit
             or the no-exit result."""
@@ -1035,7 +1070,7 @@ class VMCSUnit(wiring.Component):
                     with m.Elif((inv_type == 1) & ~eptp_ok):
                         vmfail(VMInstructionError.INVALID_INVEPT_INVVPID_OPERAND)
                     with m.Else():
-                        respond(Outcome.SUCCEED)
+                        m.next = "Invalidate"
 
                 with m.Case(VMXOp.INVVPID):
                     with m.If(~invvpid_type_ok | operand[16:64].any()):
@@ -1045,7 +1080,7 @@ class VMCSUnit(wiring.Component):
                     with m.Elif((inv_type == 0) & ~canonical):
                         vmfail(VMInstructionError.INVALID_INVEPT_INVVPID_OPERAND)
                     with m.Else():
-                        respond(Outcome.SUCCEED)
+                        m.next = "Invalidate"
 
                 with m.Default():
                     fault(Fault.UD)
@@ -1449,6 +1484,12 @@ class VMCSUnit(wiring.Component):
                 with m.If(timer_expired | (run_count == 0)):
                     with m.If(decider.boundary_exit):
                         take_exit(decider.boundary_reason)
+                    with m.Elif((event.kind == GuestEventKind.MEMORY) & ept_on):
+                        m.next = "Guest-Walk-Request"
+                    with m.Elif(event.kind == GuestEventKind.MEMORY):
+                        # Without EPT a guest-physical address is the host-physical address.
+                        m.d.sync += [result.outcome.eq(Outcome.NO_EXIT), result.value.eq(event.value)]
+                        m.next = "Respond"
                     with m.Elif(decider.bitmap_reads != 0):
                         m.d.sync += bitmap_index.eq(0)
                         m.next = "Guest-Read-Bitmap"
@@ -1468,6 +1509,55 @@ class VMCSUnit(wiring.Component):
                         m.next = "Guest-Decide"
             with m.State("Guest-Decide"):
                 decide()
+
+            # -- a guest memory access: the EPT walker translates it (SDM vol. 3C §29.3) ------------
+            with m.State("Guest-Walk-Request"):
+                m.d.comb += walker.req.valid.eq(1)
+                with m.If(walker.req.ready):
+                    m.next = "Guest-Walk"
+            with m.State("Guest-Walk"):
+                m.d.comb += walker_owns_bus.eq(1)
+                with m.If(walker.resp.valid):
+                    walk = walker.resp.payload
+                    m.d.sync += [result.walk_refs.eq(walk.refs), result.walk_tlb_hit.eq(walk.tlb_hit),
+                                 result.walk_pwc_hits.eq(walk.pwc_hits)]
+                    with m.Switch(walk.outcome):
+                        with m.Case(WalkOutcome.OK):
+                            m.d.sync += [result.outcome.eq(Outcome.NO_EXIT), result.value.eq(walk.hpa)]
+                            m.next = "Respond"
+                        with m.Case(WalkOutcome.VIOLATION, WalkOutcome.MISCONFIG):
+                            violation = walk.outcome == WalkOutcome.VIOLATION
+                            reason = Mux(violation, ExitReason.EPT_VIOLATION.value, ExitReason.EPT_MISCONFIG.value)
+                            m.d.sync += [
+                                exit_info.eq(0), exit_info.reason.eq(reason),
+                                exit_info.qualification.eq(Mux(violation, walk.qualification, 0)),
+                                exit_info.guest_physical.eq(walk.gpa),
+                                exit_info.guest_linear.eq(Mux(violation & walk.qualification[7], walk.linear, 0)),
+                                result.outcome.eq(Outcome.EXIT), result.exit_reason.eq(reason),
+                                result.qualification.eq(Mux(violation, walk.qualification, 0)),
+                                save_row.eq(save_rows[0]),
+                            ]
+                            m.next = "Exit-Save"
+                        with m.Default():
+                            # A fault in the guest's own paging is a #PF in the guest: it goes
+                            # through the exception bitmap like any other exception (§26.2).
+                            m.d.sync += [
+                                event.kind.eq(GuestEventKind.EXCEPTION), event.vector.eq(14),
+                                event.event_type.eq(InterruptionType.HARDWARE_EXCEPTION),
+                                event.error_code.eq(walk.error_code), event.value.eq(walk.qualification),
+                                event.during.eq(0),
+                                # Reported with the result if the guest gets it (no exit).
+                                result.event.eq(Cat(Const(14, 8), Const(InterruptionType.HARDWARE_EXCEPTION.value, 3),
+                                                    Const(1, 1), Const(0, 19), Const(1, 1))),
+                                result.event_error.eq(walk.error_code),
+                            ]
+                            m.next = "Guest-Decide"
+
+            # -- INVEPT / INVVPID: flush the walker's translation caches (SDM vol. 3C §28.3.3.3) ------
+            with m.State("Invalidate"):
+                m.d.comb += walker.invalidate.valid.eq(1)
+                with m.If(walker.invalidate.ready):
+                    respond(Outcome.SUCCEED)
 
             with m.State("Respond"):
                 m.d.comb += self.resp.valid.eq(1)

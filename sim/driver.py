@@ -191,6 +191,9 @@ class UnitDriver:
                         check=fields["check"],
                         event=fields["event"],
                         event_error=fields["event_error"],
+                        walk_refs=fields["walk_refs"],
+                        walk_tlb_hit=fields["walk_tlb_hit"],
+                        walk_pwc_hits=fields["walk_pwc_hits"],
                         entry_failures=entry_failures,
                         cycles=self.cycle - accepted_at,
                     )

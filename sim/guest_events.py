@@ -13,7 +13,7 @@ from hwvirt.hdl.exit_logic import DEFAULT_LENGTH, GuestEventKind, InterruptionTy
 from hwvirt.hdl.vmcs_unit import VMXOp
 
 
-__all__ = ["EVENTS", "READING_EVENTS", "EXCEPTION_TYPES", "DESCRIPTOR_INSTRUCTIONS", "VMX_INSTRUCTIONS",
+__all__ = ["EVENTS", "READING_EVENTS", "MEMORY_ACCESSES", "EXCEPTION_TYPES", "DESCRIPTOR_INSTRUCTIONS", "VMX_INSTRUCTIONS",
            "EventSpec", "encode"]
 
 
@@ -61,10 +61,14 @@ EVENTS = {
     "sipi":         EventSpec(GuestEventKind.SIPI, ("vector",)),
     "triple_fault": EventSpec(GuestEventKind.TRIPLE_FAULT),
     "run":          EventSpec(GuestEventKind.RUN),
+    "mem":          EventSpec(GuestEventKind.MEMORY, (), ("gpa", "gva", "access", "user")),
 }
 
 #: Events whose no-exit result carries the value the guest reads.
-READING_EVENTS = ("rdtsc", "rdtscp", "rdmsr", "cr_read", "dr_read")
+READING_EVENTS = ("rdtsc", "rdtscp", "rdmsr", "cr_read", "dr_read", "mem")
+
+#: ``access`` of a ``mem`` event → :class:`~hwvirt.hdl.ept_walker.Access`.
+MEMORY_ACCESSES = {"r": 0, "w": 1, "x": 2}
 
 #: ``type`` of an ``exception`` event (and of its ``during`` event) → interruption type.
 EXCEPTION_TYPES = {
@@ -113,7 +117,13 @@ def encode(event):
         "event_type": EXCEPTION_TYPES[get("type", "hardware")],
         "during": 0,
         "during_error": 0,
+        "access": 0,
+        "user": 0,
+        "linear": 0,
     }
+    if name == "mem":
+        fields.update(value=get("gpa", get("gva", 0)), linear=int("gva" in event),
+                      access=MEMORY_ACCESSES[get("access", "r")], user=int(get("user", False)))
     if name == "descriptor":
         fields["kind"], fields["register"] = DESCRIPTOR_INSTRUCTIONS[event["instr"]]
     elif name == "vminstr":

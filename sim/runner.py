@@ -18,7 +18,7 @@ from hwvirt.hdl.entry_check_catalogue import CHECKS
 from hwvirt.hdl.exit_logic import ExitReason
 from hwvirt.hdl.vmcs_unit import Fault, Outcome, VMCSUnit, VMXOp
 
-from . import guest_events
+from . import ept_map, guest_events
 from .driver import PhysicalMemory, PortIO, UnitDriver
 
 
@@ -29,7 +29,7 @@ BACKENDS = ("pysim", "icarus")
 
 #: The keys of one step in the JSON report, in order.
 STEP_KEYS = ("index", "op", "outcome", "error", "fault", "value", "exit_reason", "qualification",
-             "check", "checks", "injected", "cycles", "expect_ok")
+             "check", "checks", "injected", "walk", "delivered", "cycles", "expect_ok")
 
 # Scenario op → (instruction, how its operands are formed from the step's arguments).
 _INSTRUCTIONS = {
@@ -81,6 +81,13 @@ def _step_result(step, result, cycles):
         row["value"] = result["value"]
     if outcome == Outcome.NO_EXIT and step.args.get("event") in guest_events.READING_EVENTS:
         row["value"] = result["value"]
+    if step.args.get("event") == "mem":
+        row["walk"] = {"refs": result["walk_refs"], "tlb_hit": bool(result["walk_tlb_hit"]),
+                       "pwc_hits": result["walk_pwc_hits"]}
+        if outcome == Outcome.NO_EXIT and result["event"] >> 31:
+            # The guest's own paging faulted and the #PF went to the guest: nothing was read.
+            row["value"] = None
+            row["delivered"] = {"vector": result["event"] & 0xFF, "error_code": result["event_error"]}
     if result.get("check"):
         row["check"] = CHECKS[result["check"] - 1].id
     # A VM exit on a VMLAUNCH/VMRESUME step is either the instruction's own exit in non-root
@@ -103,7 +110,7 @@ def expect_mismatches(step, row):
         got = row.get(key)
         if isinstance(wanted, str) and isinstance(got, str):
             same = wanted.lower() == got.lower()
-        elif key == "injected":
+        elif key in ("injected", "walk", "delivered"):
             same = got is not None and all(got.get(k) == v for k, v in wanted.items())
         else:
             same = wanted == got
@@ -143,6 +150,9 @@ async def execute_steps(driver, scenario):
                 if result["outcome"] != Outcome.SUCCEED:
                     break
             row = _step_result(step, result, cycles)
+        elif step.op == "ept_map":
+            ept_map.build_ept(memory, args["pml4"], args["map"], args["tables"])
+            row = _step_result(step, None, 0)
         elif step.op == "guest":
             result = await driver.guest_event(guest_events.encode(args))
             row = _step_result(step, result, result["cycles"])

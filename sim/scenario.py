@@ -107,6 +107,9 @@ mem_read      addr, width                             load width (8, 16, 32 or 6
                                                       the result value
 guest         event, and that event's operands        something the guest does in VMX non-root
                                                       operation (below); exit or no_exit
+ept_map       pml4, tables, map                       build EPT tables from Plan 9 devvmx map lines
+                                                      (``hwvirt.sim.ept_map``) under the PML4 at
+                                                      pml4, new tables from tables upwards
 ============  ======================================  =================================================
 
 ``op = "guest"`` — guest events (``hwvirt.sim.guest_events.EVENTS``)
@@ -134,6 +137,11 @@ exception      vector (0 … 31), [error_code, type: hardware/software/privilege
                linear address), during = { vector, type, error_code } (the event being delivered
                when the exception happened: hardware/software/privileged/extint/nmi/soft_int)]
 extint         vector;  sipi: vector
+mem            gpa or gva (exactly one), [access "r"/"w"/"x" = "r", user]: a data access or fetch,
+               translated by the EPT walker (through the guest's own page tables first for a gva
+               with guest CR0.PG = 1); no_exit with the host-physical address as ``value``, or exit
+               48 (EPT violation) / 49 (EPT misconfiguration), or a guest #PF (exit 0 if the
+               exception bitmap says so). The step's JSON adds ``walk = {refs, tlb_hit, pwc_hits}``.
 =============  ===================================================================================
 
 The result is ``exit`` (with ``exit_reason`` and ``qualification``; the other exit-information
@@ -162,6 +170,9 @@ qualification  exit qualification; only with exit or entry_failed
 check          ID of the VM-entry check that decided a failed entry (``hwvirt.hdl.entry_check_catalogue``)
 checks         the list of every failing VM-entry check ID, in catalogue order ([] for a clean entry)
 injected       ``{ vector, type, error_code }`` of the event a VM entry injected (keys optional)
+walk           ``{ refs, tlb_hit, pwc_hits }`` of a guest ``mem`` access's translation (keys optional)
+delivered      ``{ vector, error_code }`` of the #PF a ``mem`` access's guest paging raised and the
+               guest received (no exit); only with no_exit
 cycles         clock cycles the step takes
 =============  ===============================================================================
 
@@ -183,7 +194,7 @@ from dataclasses import dataclass, field as _dc_field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from . import guest_events
+from . import ept_map, guest_events
 
 
 __all__ = [
@@ -374,10 +385,33 @@ def _check_ids(where, key, value):
     return [_check_id(where, key, item) for item in value]
 
 
+def _map_lines(where, key, value):
+    if not isinstance(value, list) or not all(isinstance(line, str) for line in value):
+        raise where.error(f"{key!r}: expected a list of Plan 9 map lines (strings)")
+    for number, line in enumerate(value, 1):
+        try:
+            ept_map.parse_map_line(line)
+        except ept_map.MapError as error:
+            raise where.error(f"{key!r} line {number}: {error}") from None
+    return list(value)
+
+
 def _injected(where, key, value):
     if not isinstance(value, dict):
         raise where.error(f"{key!r}: expected a table {{ vector = …, type = …, error_code = … }}")
     known = {"vector": _int_range(0, 255), "type": _int_range(0, 7), "error_code": _uint(32)}
+    out = {}
+    for name, item in value.items():
+        if name not in known:
+            raise where.unknown(f"key of {key!r}", name, known)
+        out[name] = known[name](where, f"{key}.{name}", item)
+    return out
+
+
+def _walk(where, key, value):
+    if not isinstance(value, dict):
+        raise where.error(f"{key!r}: expected a table {{ refs = …, tlb_hit = …, pwc_hits = … }}")
+    known = {"refs": _uint(8), "tlb_hit": _bool, "pwc_hits": _uint(5)}
     out = {}
     for name, item in value.items():
         if name not in known:
@@ -396,6 +430,8 @@ _EXPECT_KEYS = {
     "check": _check_id,
     "checks": _check_ids,
     "injected": _injected,
+    "walk": _walk,
+    "delivered": _injected,
     "cycles": _uint(),
 }
 
@@ -408,6 +444,7 @@ _EXPECT_OUTCOMES = {
     "exit_reason": ("exit", "entry_failed"),
     "qualification": ("exit", "entry_failed"),
     "injected": ("entered",),
+    "delivered": ("no_exit",),
 }
 
 #: Every operand any op takes, with its converter.
@@ -415,6 +452,7 @@ _OPERANDS = {
     "addr": _uint(), "value": _uint(), "type": _uint(), "eptp": _uint(),
     "vpid": _uint(16), "descriptor_reserved": _uint(48), "msr": _uint(32),
     "width": _int_choice(8, 16, 32, 64),
+    "pml4": _uint(52), "tables": _uint(52), "map": _map_lines,
     "field": _field, "fields": _fields,
     **_DATA_KEYS, **_CPU_KEYS,
 }
@@ -474,6 +512,7 @@ OPS = {
     "mem_write": _OpSpec(("addr",), dict.fromkeys(_DATA_KEYS), _exactly_one_data),
     "mem_read":  _OpSpec(("addr", "width")),
     "guest":     _OpSpec(("event",)),      # operands per event: _guest_operands
+    "ept_map":   _OpSpec(("pml4", "tables", "map")),
 }
 
 _STEP_COMMON = ("op", "comment", "expect")
@@ -513,6 +552,7 @@ _GUEST_OPERANDS = {
     "source": _word_choice(tuple(guest_events.TASK_SOURCES)), "vector": _int_range(0, 255),
     "error_code": _uint(32), "type": _word_choice(tuple(guest_events.EXCEPTION_TYPES)), "during": _during,
     "len": _int_range(1, 15), "cycles": _uint(32),
+    "gpa": _uint(), "gva": _uint(), "access": _word_choice(tuple(guest_events.MEMORY_ACCESSES)), "user": _bool,
 }
 
 
@@ -533,6 +573,8 @@ def _guest_operands(where, table):
     for key in spec.required:
         if key not in args:
             raise where.error(f"event {name!r}: missing required key {key!r}")
+    if name == "mem" and ("gpa" in args) == ("gva" in args):
+        raise where.error("event 'mem': give exactly one of 'gpa' (guest-physical) and 'gva' (guest-linear)")
     if name == "exception" and args["vector"] > 31:
         raise where.error(f"'vector': exceptions are vectors 0 … 31, not {args['vector']}")
     return args
