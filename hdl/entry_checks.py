@@ -14,9 +14,28 @@ Neither decides the outcome: the sequencer takes the first failing group in the 
 and within a group the first failing bit is the reported check.
 
 Everything the configuration decides (allowed control settings, CR0/CR4 fixed bits, MAXPHYADDR,
-IA32_VMX_MISC, IA32_VMX_EPT_VPID_CAP, IA32_VMX_BASIC[56]) is a constant at elaboration time. A feature
-the configuration does not offer only makes its control bit reserved (the ``*_RSVD`` checks fail); the
-other rules are evaluated literally on the field values, as written in the catalogue.
+IA32_VMX_MISC, IA32_VMX_EPT_VPID_CAP, IA32_VMX_BASIC[56]) is a constant at elaboration time.
+
+Controls the configuration does not allow. A control whose allowed-1 setting in its capability MSR
+is 0 (the control of a feature the configuration does not offer, or a reserved bit) is reserved,
+and only the check of its control word against that MSR reports it: CTL_PIN_RSVD, CTL_PROC1_RSVD,
+CTL_PROC2_RSVD, CTL_PROC3_RSVD, CTL_VMFUNC_RSVD, CTL_EXIT_RSVD, CTL_EXIT2_RSVD and CTL_ENTRY_RSVD
+read the control words *as written*. Every other check that reads a control word is evaluated
+twice, on the words as written and on the words *in effect* — each word ANDed with its allowed-1
+mask (IA32_VMX_TRUE_*_CTLS when IA32_VMX_BASIC[55] = 1, as for the ``*_RSVD`` checks), so that a
+control the processor does not allow reads as 0 — and fails only when its rule fails on both. A 1
+in a control the processor does not allow therefore makes no check fail but its ``*_RSVD`` check:
+not the checks that need the control to be 1 (CTL_VPID_ZERO for "enable VPID" = 1, the EPTP checks
+for "enable EPT" = 1, …: they fail as written, not in effect), nor those that need it to be 0
+(HOST_ADDRSZ_LMA for "host address-space size" = 0, CTL_SAVE_PT_NEEDS_PT for "activate
+VMX-preemption timer" = 0: they fail in effect, not as written). A failing check's rule holds of
+the VMCS as written and of the controls in effect alike. The outcome is the same either way — the
+``*_RSVD`` check fails, and controls come first (SDM §27.1) — only the list of failing checks
+depends on it.
+
+No feature of the model offers the VM-entry controls "entry to SMM" (bit 10) and "deactivate
+dual-monitor treatment" (bit 11), so CTL_ENTRY_SMM, GUEST_ACT_WFS_SMM and GUEST_INTR_SMI_ENTRY can
+fail only on a configuration whose ``msr_overrides`` allow those controls.
 
 Conventions of the rules, as implemented here:
 
@@ -29,7 +48,8 @@ Conventions of the rules, as implemented here:
 * Secondary controls read as 0 when "activate secondary controls" (primary bit 31) is 0, tertiary
   controls when "activate tertiary controls" (primary bit 17) is 0, secondary VM-exit controls when
   exit-control bit 31 is 0 and VM-function controls when "enable VM functions" (secondary bit 13) is 0
-  (SDM §24.6.2, §24.7.1, §27.2.1.1).
+  (SDM §24.6.2, §24.7.1, §27.2.1.1): in the words as written by the gate as written, in the words in
+  effect by the gate in effect.
 * The modelled processor is never in SMM (no SMM support), so "outside SMM" is always true.
 """
 
@@ -185,11 +205,32 @@ class _Segment:
         return Mux(self.g, self.limit[0:12] != 0xFFF, self.limit[20:32] != 0)
 
 
+#: The control words (SDM §24.6, §24.7.1, §24.8.1), by VMCS field name.
+_CONTROL_WORDS = frozenset({
+    "PIN_BASED_VM_EXEC_CONTROL", "CPU_BASED_VM_EXEC_CONTROL", "SECONDARY_VM_EXEC_CONTROL",
+    "TERTIARY_VM_EXEC_CONTROL", "VM_EXIT_CONTROLS", "SECONDARY_VM_EXIT_CONTROLS", "VM_ENTRY_CONTROLS",
+    "VM_FUNCTION_CONTROL",
+})
+#: The checks of a control word against its capability MSR: they read the words as written only.
+_WORD_CHECKS = frozenset({
+    "CTL_PIN_RSVD", "CTL_PROC1_RSVD", "CTL_PROC2_RSVD", "CTL_PROC3_RSVD", "CTL_VMFUNC_RSVD",
+    "CTL_EXIT_RSVD", "CTL_EXIT2_RSVD", "CTL_ENTRY_RSVD",
+})
+#: The _View attributes derived from the control words.
+_CONTROL_ATTRS = frozenset({"pin", "proc", "proc2", "proc3", "exit", "exit2", "entry", "vmfunc",
+                            "ept", "ug", "ia32e_guest", "host64", "load_debug", "entry_to_smm"})
+
+
 class _View:
     """What a check builder sees: fields by name (``v["GUEST_CR0"]`` or ``v.GUEST_CR0``), the other
-    inputs, derived control bits (with the SDM's "treated as 0" gating) and the configuration."""
+    inputs, derived control bits (with the SDM's "treated as 0" gating) and the configuration.
 
-    def __init__(self, checker):
+    ``controls`` says which control words the view holds: ``"written"`` (as in the VMCS),
+    ``"effective"`` (each ANDed with its allowed-1 mask) or None — a view for the checks whose
+    catalogue row names no control word, where reading one is an error (the catalogue would be
+    wrong, and the check would escape the as-written-and-in-effect rule of the module docstring)."""
+
+    def __init__(self, checker, controls):
         self.caps = checker.capabilities
         self.maxphyaddr = self.caps.maxphyaddr
         self._fields = checker.fields
@@ -199,22 +240,28 @@ class _View:
         self.link_revision = checker.link_revision
         self.vtpr = checker.vtpr
         self.pdptes = [checker.pdptes[i] for i in range(4)]
+        self.controls = controls
 
-        self.pin = self["PIN_BASED_VM_EXEC_CONTROL"]
-        self.proc = self["CPU_BASED_VM_EXEC_CONTROL"]
-        self.proc2 = Mux(self.proc[31], self["SECONDARY_VM_EXEC_CONTROL"], 0)
-        self.proc3 = Mux(self.proc[17], self["TERTIARY_VM_EXEC_CONTROL"], 0)
-        self.exit = self["VM_EXIT_CONTROLS"]
-        self.exit2 = Mux(self.exit[31], self["SECONDARY_VM_EXIT_CONTROLS"], 0)
-        self.entry = self["VM_ENTRY_CONTROLS"]
-        self.vmfunc = Mux(self.proc2[13], self["VM_FUNCTION_CONTROL"], 0)
+        if controls is not None:
+            assert controls in ("written", "effective"), controls
+            word = lambda name, msr: self._in_effect(self._fields[name], msr, controls)
+            self.pin = word("PIN_BASED_VM_EXEC_CONTROL", MSR.IA32_VMX_PINBASED_CTLS)
+            self.proc = word("CPU_BASED_VM_EXEC_CONTROL", MSR.IA32_VMX_PROCBASED_CTLS)
+            self.proc2 = Mux(self.proc[31], word("SECONDARY_VM_EXEC_CONTROL",
+                                                 MSR.IA32_VMX_PROCBASED_CTLS2), 0)
+            self.proc3 = Mux(self.proc[17], word("TERTIARY_VM_EXEC_CONTROL",
+                                                 MSR.IA32_VMX_PROCBASED_CTLS3), 0)
+            self.exit = word("VM_EXIT_CONTROLS", MSR.IA32_VMX_EXIT_CTLS)
+            self.exit2 = Mux(self.exit[31], word("SECONDARY_VM_EXIT_CONTROLS", MSR.IA32_VMX_EXIT_CTLS2), 0)
+            self.entry = word("VM_ENTRY_CONTROLS", MSR.IA32_VMX_ENTRY_CTLS)
+            self.vmfunc = Mux(self.proc2[13], word("VM_FUNCTION_CONTROL", MSR.IA32_VMX_VMFUNC), 0)
 
-        self.ept = self.proc2[1]
-        self.ug = self.proc2[7]                     # unrestricted guest
-        self.ia32e_guest = self.entry[9]
-        self.host64 = self.exit[9]                  # host address-space size
-        self.load_debug = self.entry[2]
-        self.entry_to_smm = self.entry[10]
+            self.ept = self.proc2[1]
+            self.ug = self.proc2[7]                     # unrestricted guest
+            self.ia32e_guest = self.entry[9]
+            self.host64 = self.exit[9]                  # host address-space size
+            self.load_debug = self.entry[2]
+            self.entry_to_smm = self.entry[10]
 
         inj = self["VM_ENTRY_INTR_INFO_FIELD"]
         self.inj = inj
@@ -234,11 +281,15 @@ class _View:
         self._segs = {}
 
     def __getitem__(self, name):
+        if name in _CONTROL_WORDS:
+            raise AssertionError(f"a check reads control word {name} directly: use the derived words")
         return self._fields[name]
 
     def __getattr__(self, name):
         if name.isupper():
-            return self._fields[name]
+            return self[name]
+        if name in _CONTROL_ATTRS:
+            raise AssertionError(f"a check whose catalogue row names no control word reads {name!r}")
         raise AttributeError(name)
 
     def seg(self, name):
@@ -261,6 +312,14 @@ class _View:
     def injecting(self, kind):
         """Event injection is valid and of interruption type ``kind``."""
         return self.inj_valid & (self.inj_type == kind)
+
+    def _in_effect(self, value, msr, controls):
+        """Control word ``value`` as written, or in effect: every control the allowed-1 mask of
+        capability MSR ``msr`` does not allow reads as 0."""
+        if controls == "written":
+            return value
+        may1 = self.caps.control_masks(msr)[1] & ((1 << len(value)) - 1)
+        return value & Const(may1, len(value))
 
     def ctl(self, value, msr):
         """``value`` breaks the (must-be-1, may-be-1) masks of capability MSR ``msr``."""
@@ -950,10 +1009,18 @@ class EntryChecker(wiring.Component):
     def elaborate(self, platform):
         _check_builders()
         m = Module()
-        v = _View(self)
+        views = {controls: _View(self, controls) for controls in ("written", "effective", None)}
         bits = []
         for check in ENTRY_CHECKS:
-            value = Value.cast(_BUILDERS[check.id](v))
+            build = lambda controls: Value.cast(_BUILDERS[check.id](views[controls]))
+            if check.id in _WORD_CHECKS:
+                value = build("written")
+            elif _CONTROL_WORDS & set(check.fields):
+                # A control the configuration does not allow makes the check fail neither by being
+                # 1 (as written) nor by reading as 0 (in effect): module docstring.
+                value = build("written") & build("effective")
+            else:
+                value = build(None)
             if len(value) != 1:
                 raise AssertionError(f"{check.id}: builder gave a {len(value)}-bit value")
             fail = Signal(name=f"fail_{check.id.lower()}")

@@ -210,7 +210,7 @@ class EPTWalker(wiring.Component):
     Parameters
     ----------
     maxphyaddr : int
-        Physical-address width N (36..52).
+        Physical-address width N (32..52).
     tlb_entries, pwc_entries : int
         Entries of each TLB (guest-physical and combined) and of each paging-structure cache.
     five_level : bool
@@ -234,8 +234,8 @@ class EPTWalker(wiring.Component):
 
     def __init__(self, *, maxphyaddr=39, tlb_entries=8, pwc_entries=8, five_level=False,
                  mode_based_execute=False, accessed_dirty=True, execute_only=True, advanced_info=True):
-        if not isinstance(maxphyaddr, int) or not 36 <= maxphyaddr <= 52:
-            raise ValueError(f"maxphyaddr must be an integer in 36..52, not {maxphyaddr!r}")
+        if not isinstance(maxphyaddr, int) or not 32 <= maxphyaddr <= 52:
+            raise ValueError(f"maxphyaddr must be an integer in 32..52, not {maxphyaddr!r}")
         for name, value in (("tlb_entries", tlb_entries), ("pwc_entries", pwc_entries)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")

@@ -151,6 +151,8 @@ class GuestEventKind(enum.Enum, shape=6):
     SIPI             = 35
     TRIPLE_FAULT     = 36
     MEMORY           = 37   # a data access or fetch: ``value`` = the address, translated by the EPT walker
+    SMI              = 38   # a system-management interrupt (SVM: intercept 0x62; VMX without the
+                            # dual-monitor treatment: no VM exit, not modelled further)
 
 
 class InterruptionType(enum.Enum, shape=3):
@@ -270,7 +272,7 @@ DEFAULT_LENGTH = {
     "rdtscp": 3, "cr_write": 3, "cr_read": 3, "dr_write": 3, "dr_read": 3, "rdrand": 3, "rdseed": 3,
     "lmsw": 3, "descriptor": 3, "vminstr": 3, "task_switch": 2, "invpcid": 5, "invlpg": 3,
     "exception": 1,    # only the software and privileged software exception types report it
-    "nmi": 0, "extint": 0, "init": 0, "sipi": 0, "triple_fault": 0, "run": 0, "mem": 0,
+    "nmi": 0, "extint": 0, "init": 0, "sipi": 0, "triple_fault": 0, "run": 0, "mem": 0, "smi": 0,
 }
 
 #: Hardware exceptions that deliver an error code (SDM vol. 3A §6.15; CET's #CP is not modelled).

@@ -24,7 +24,7 @@ from hwvirt.hdl.vmcs_fields import VMCS_FIELDS
 from hwvirt.hdl.vmcs_unit import ERROR_DESCRIPTIONS, VMInstructionError
 
 from .runner import BACKENDS, expect_mismatches, run_scenario
-from .scenario import ScenarioError, load_config, load_scenario
+from .scenario import ScenarioError, load_config, load_scenario, read_toml
 
 
 __all__ = ["main"]
@@ -34,15 +34,18 @@ EXIT_OK, EXIT_EXPECTATION_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 def _detail(row):
     """The error, fault, value or exit reason of a step, in words."""
-    if row["error"] is not None:
+    if row.get("error") is not None:
         try:
             meaning = ERROR_DESCRIPTIONS[VMInstructionError(row["error"])]
         except ValueError:
             meaning = "reserved"
         return f"error {row['error']} ({meaning})"
-    if row["fault"] is not None:
-        return "#UD" if row["fault"] == "UD" else "#GP(0)"
-    if row["exit_reason"] is not None:
+    if row.get("fault") is not None:
+        return {"UD": "#UD", "GP": "#GP(0)"}.get(row["fault"], f"#{row['fault']}")
+    if row.get("exit_code") is not None:
+        return (f"exit code {row['exit_code']:#x}, exitinfo1 {row.get('exitinfo1') or 0:#x}, "
+                f"exitinfo2 {row.get('exitinfo2') or 0:#x}")
+    if row.get("exit_reason") is not None:
         basic = row["exit_reason"] & 0xFFFF
         try:
             name = ExitReason(basic).name
@@ -50,7 +53,7 @@ def _detail(row):
             name = "?"
         failure = " | entry failure" if row["exit_reason"] & ENTRY_FAILURE_BIT else ""
         return f"exit reason {basic} ({name}{failure}), qualification {row['qualification']:#x}"
-    if row["value"] is not None:
+    if row.get("value") is not None:
         return f"value {row['value']:#x}"
     return ""
 
@@ -91,6 +94,13 @@ def _cmd_run(args):
 
 def _cmd_check(args):
     from .check import check_file, format_check_report
+    doc = read_toml(args.file)
+    if doc.get("arch") == "svm" and "fields" in doc:
+        # A VMCB image: VMRUN it and name every failing consistency check.
+        from .svm_runner import check_vmcb_image, format_vmcb_check
+        row, values = check_vmcb_image(args.file, backend=args.sim)
+        print(format_vmcb_check(row, values), end="")
+        return EXIT_EXPECTATION_FAILED if row["checks"] else EXIT_OK
     scenario, entries = check_file(args.file, backend=args.sim)
     text, failing = format_check_report(scenario, entries, _detail)
     print(text)

@@ -58,6 +58,7 @@ EVENTS = {
     "nmi":          EventSpec(GuestEventKind.NMI),
     "extint":       EventSpec(GuestEventKind.EXTERNAL_INTERRUPT, ("vector",)),
     "init":         EventSpec(GuestEventKind.INIT),
+    "smi":          EventSpec(GuestEventKind.SMI),
     "sipi":         EventSpec(GuestEventKind.SIPI, ("vector",)),
     "triple_fault": EventSpec(GuestEventKind.TRIPLE_FAULT),
     "run":          EventSpec(GuestEventKind.RUN),

@@ -232,8 +232,11 @@ def run_scenario(scenario, *, backend="pysim", waveform=None):
 
     ``waveform``: a path for a VCD (pysim) or FST (icarus) with a GTKWave save file beside it.
     """
-    if scenario.arch != "vmx":
-        raise ValueError(f"{scenario.source}: arch {scenario.arch!r} is not implemented yet (only 'vmx')")
+    if scenario.arch == "svm":
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        from .svm_runner import run_svm_scenario
+        return run_svm_scenario(scenario, backend=backend, waveform=waveform if backend == "pysim" else None)
     if backend == "pysim":
         rows = _run_pysim(scenario, waveform)
     elif backend == "icarus":

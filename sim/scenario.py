@@ -198,7 +198,7 @@ from . import ept_map, guest_events
 
 
 __all__ = [
-    "load_config", "read_toml", "parse_document",
+    "load_config", "read_toml", "parse_document", "parse_guest_event",
     "ScenarioError", "Scenario", "Config", "Step", "load_scenario", "parse_scenario",
     "OPS", "OUTCOMES", "FAULTS", "CPU_DEFAULTS", "ARCHES",
 ]
@@ -511,7 +511,7 @@ OPS = {
     "set_cpu":   _OpSpec((), dict.fromkeys(_CPU_KEYS), _set_cpu_shape),
     "mem_write": _OpSpec(("addr",), dict.fromkeys(_DATA_KEYS), _exactly_one_data),
     "mem_read":  _OpSpec(("addr", "width")),
-    "guest":     _OpSpec(("event",)),      # operands per event: _guest_operands
+    "guest":     _OpSpec(("event",)),      # operands per event: parse_guest_event
     "ept_map":   _OpSpec(("pml4", "tables", "map")),
 }
 
@@ -556,8 +556,11 @@ _GUEST_OPERANDS = {
 }
 
 
-def _guest_operands(where, table):
-    """The operands of an ``op = "guest"`` step: ``event`` and the operands that event takes."""
+def parse_guest_event(where, table, *, control_registers=(0, 3, 4, 8)):
+    """The operands of an ``op = "guest"`` step: ``event`` and the operands that event takes.
+
+    ``control_registers``: the CR numbers a ``cr_write`` / ``cr_read`` may name (VMX: the ones MOV
+    CR can exit on; SVM intercepts all sixteen)."""
     if "event" not in table:
         raise where.error(f"missing required key 'event' (one of {', '.join(guest_events.EVENTS)})")
     name = _word_choice(tuple(guest_events.EVENTS))(where, "event", table["event"])
@@ -569,7 +572,8 @@ def _guest_operands(where, table):
             continue
         if key not in allowed:
             raise where.unknown(f"key for event {name!r}", key, allowed)
-        args[key] = _GUEST_OPERANDS[key](where, key, value)
+        convert = _int_choice(*control_registers) if key == "cr" else _GUEST_OPERANDS[key]
+        args[key] = convert(where, key, value)
     for key in spec.required:
         if key not in args:
             raise where.error(f"event {name!r}: missing required key {key!r}")
@@ -724,7 +728,7 @@ def _parse_step(source, index, table):
         raise where.unknown("op", op, OPS)
     where = _Where(source, f"step {index} ({op})")
     if op == "guest":
-        args = _guest_operands(where, table)
+        args = parse_guest_event(where, table)
     else:
         args = _operands(where, table, OPS[op], ignore=_STEP_COMMON)
     expect = {}
@@ -795,6 +799,10 @@ def parse_document(doc, source="<document>"):
     name = _string(top, "name", doc.get("name", default_name))
     description = _string(top, "description", doc.get("description", ""))
     arch = _word_choice(ARCHES)(top, "arch", doc.get("arch", "vmx"))
+    if arch == "svm":
+        # SVM scenarios have their own ops and configuration (hwvirt.sim.svm_runner).
+        from .svm_runner import parse_svm_document
+        return parse_svm_document(doc, source)
 
     config = _parse_config(source, top, doc)
 

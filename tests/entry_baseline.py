@@ -15,10 +15,18 @@
   control cannot be set on this processor, or the field does not exist).
 * :data:`EXTRA_CASES`: name → ``fn(caps, fields, env)`` returning the exact set of IDs expected to
   fail: boundary values (phys-valid and canonical limits, LA57, allowed injections in HLT, ...).
+* :data:`DISALLOWED_CONTROL_CASES`: name → ``(configuration, fn(caps, fields, env))`` returning the
+  exact list of IDs expected to fail when the VMCS sets a control the configuration does not allow
+  (a feature configured off): only the ``*_RSVD`` check of its control word, because every other
+  check must fail both on the controls as written and on the controls in effect (where the control
+  reads as 0). The configurations are those of :data:`CONFIGS` (:data:`PRESETS` and a few more).
 
-The checks of "entry to SMM" (VM-entry control 10) and "deactivate dual-monitor treatment" (11)
-can fire only together with CTL_ENTRY_RSVD: no configuration of the model allows those controls
-(the model is never in SMM). Their mutations are made anyway, with that companion.
+The checks of "entry to SMM" (VM-entry control 10) and "deactivate dual-monitor treatment" (11) —
+CTL_ENTRY_SMM, GUEST_ACT_WFS_SMM, GUEST_INTR_SMI_ENTRY — are part of the architecture, but no
+feature of the model offers those controls, so on every preset setting one fails CTL_ENTRY_RSVD
+alone and their mutations raise :class:`NotApplicable` (:data:`UNREACHABLE_IN_PRESETS`). They are
+reached on ``CONFIGS["smm_controls"]``, whose ``msr_overrides`` allow the two controls (the model is
+still never in SMM, so setting either fails CTL_ENTRY_SMM).
 """
 
 import copy
@@ -28,14 +36,14 @@ from hwvirt.hdl.entry_check_catalogue import CHECKS, CheckGroup
 from hwvirt.hdl.vmcs_fields import BY_NAME
 
 from entry_model import (
-    ENTRYC, EXITC, EXITC2, INJ, PIN, PROC, PROC2, PROC3, VMFUNC, effective_controls,
+    ENTRYC, EXITC, EXITC2, INJ, PIN, PROC, PROC2, PROC3, VMFUNC, effective_controls, written_controls,
 )
 
 
 __all__ = [
-    "PRESETS", "NotApplicable", "baseline", "variants", "v86_variant", "pae32_variant",
+    "PRESETS", "CONFIGS", "NotApplicable", "baseline", "variants", "v86_variant", "pae32_variant",
     "host32_variant", "rich_variant", "MUTATIONS", "EXTRA_CASES", "CHECKED_FIELDS",
-    "apply_contract", "fresh",
+    "UNREACHABLE_IN_PRESETS", "DISALLOWED_CONTROL_CASES", "apply_contract", "fresh",
 ]
 
 MASK64 = (1 << 64) - 1
@@ -90,6 +98,31 @@ PRESETS = {
     "all_features": VMXCapabilities(features=_ALL_FEATURES),
     "quirks": _quirks(),
 }
+
+
+def _smm_controls():
+    """The default processor, with dual-monitor treatment (IA32_VMX_BASIC[49]) and IA32_VMX_(TRUE_)
+    ENTRY_CTLS allowing 'entry to SMM' and 'deactivate dual-monitor treatment' (bits 10, 11), as cores
+    with SMM dual-monitor support report them. No feature name offers those controls."""
+    base = VMXCapabilities(features=DEFAULT_FEATURES | {"dual_monitor"})
+    smm = ((1 << 10) | (1 << 11)) << 32
+    return VMXCapabilities(features=DEFAULT_FEATURES | {"dual_monitor"}, msr_overrides={
+        MSR.IA32_VMX_ENTRY_CTLS: base.msrs[MSR.IA32_VMX_ENTRY_CTLS] | smm,
+        MSR.IA32_VMX_TRUE_ENTRY_CTLS: base.msrs[MSR.IA32_VMX_TRUE_ENTRY_CTLS] | smm,
+    })
+
+
+#: Configurations for targeted tests, besides :data:`PRESETS` (which they include): features
+#: configured off, and the SMM controls allowed.
+CONFIGS = dict(PRESETS, **{
+    "no_vpid": VMXCapabilities(features=DEFAULT_FEATURES - {"vpid"}),
+    "no_preemption_timer": VMXCapabilities(
+        features=DEFAULT_FEATURES - {"preemption_timer", "save_preemption_timer"}),
+    "timer_save_only": VMXCapabilities(features=DEFAULT_FEATURES - {"preemption_timer"}),
+    "no_64bit": VMXCapabilities(
+        features=DEFAULT_FEATURES - {"host_address_space_size", "ia32e_mode_guest"}),
+    "smm_controls": _smm_controls(),
+})
 
 #: Every VMCS field a non-MSR-load check reads (the checker's field inputs).
 CHECKED_FIELDS = tuple(sorted({name for c in CHECKS if c.group != CheckGroup.MSR_LOAD
@@ -246,8 +279,10 @@ def unallowed_bit(caps, msr, candidates):
 
 def apply_contract(caps, fields, env):
     """Make ``env`` consistent with the VMCS: with 'enable EPT' = 1 the PDPTEs in effect are the
-    VMCS fields GUEST_PDPTR0-3 (SDM §27.3.1.6), so the ``pdptes`` input carries them."""
-    controls = effective_controls(caps, fields)
+    VMCS fields GUEST_PDPTR0-3 (SDM §27.3.1.6), so the ``pdptes`` input carries them. The bit as
+    written decides: the reference's evaluation on the controls as written reads the fields whenever
+    it is 1, also where the configuration does not allow it."""
+    controls = written_controls(caps, fields)
     if (controls[PROC2] >> 1) & 1:
         env["pdptes"] = [fields.get(f"GUEST_PDPTR{i}", 0) & MASK64 for i in range(4)]
     return fields, env
@@ -729,10 +764,20 @@ def _(caps, f, env):
     return _none()
 
 
+def _smm_control(caps, f, b):
+    """Set VM-entry control ``b`` (10: entry to SMM, 11: deactivate dual-monitor treatment), or
+    NotApplicable where the configuration does not allow it."""
+    if not (caps.control_masks(MSR.IA32_VMX_ENTRY_CTLS)[1] >> b) & 1:
+        name = {10: "entry to SMM", 11: "deactivate dual-monitor treatment"}[b]
+        raise NotApplicable(f"the configuration does not allow '{name}' (VM-entry control {b}): "
+                            f"no feature of the model offers it")
+    set_bits(f, ENTRYC, b)
+
+
 @mutation("CTL_ENTRY_SMM")
 def _(caps, f, env):
-    set_bits(f, ENTRYC, 11)                  # deactivate dual-monitor treatment
-    return _none("CTL_ENTRY_RSVD")
+    _smm_control(caps, f, 11)                # deactivate dual-monitor treatment, outside SMM
+    return _none()
 
 
 @mutation("CTL_ENTRY_MSRLD_ADDR")
@@ -1362,9 +1407,10 @@ def _(caps, f, env):
 
 @mutation("GUEST_ACT_WFS_SMM")
 def _(caps, f, env):
-    set_bits(f, ENTRYC, 10)
-    f["GUEST_ACTIVITY_STATE"] = 3
-    return _none("CTL_ENTRY_RSVD", "CTL_ENTRY_SMM", "GUEST_INTR_SMI_ENTRY")
+    _need_activity(caps, 3)
+    _smm_control(caps, f, 10)                # entry to SMM: outside SMM also CTL_ENTRY_SMM, and
+    f["GUEST_ACTIVITY_STATE"] = 3            # without blocking by SMI GUEST_INTR_SMI_ENTRY
+    return _none("CTL_ENTRY_SMM", "GUEST_INTR_SMI_ENTRY")
 
 
 @mutation("GUEST_INTR_RSVD")
@@ -1417,8 +1463,8 @@ def _(caps, f, env):
 
 @mutation("GUEST_INTR_SMI_ENTRY")
 def _(caps, f, env):
-    set_bits(f, ENTRYC, 10)
-    return _none("CTL_ENTRY_RSVD", "CTL_ENTRY_SMM")
+    _smm_control(caps, f, 10)                # entry to SMM: outside SMM also CTL_ENTRY_SMM
+    return _none("CTL_ENTRY_SMM")
 
 
 @mutation("GUEST_INTR_VNMI_BLOCK")
@@ -1496,6 +1542,12 @@ def _(caps, f, env):
 _unmutated = [c.id for c in CHECKS if c.group != CheckGroup.MSR_LOAD and c.id not in MUTATIONS]
 assert not _unmutated, f"checks without a mutation: {_unmutated}"
 del _unmutated
+
+#: Checks whose mutation raises NotApplicable on every preset: architecturally present, but the
+#: controls they are about — 'entry to SMM', 'deactivate dual-monitor treatment' — are offered by
+#: no feature of the model, so on the modelled processor (any feature set) setting them fails
+#: CTL_ENTRY_RSVD alone. ``CONFIGS["smm_controls"]`` (msr_overrides) reaches them.
+UNREACHABLE_IN_PRESETS = frozenset({"CTL_ENTRY_SMM", "GUEST_ACT_WFS_SMM", "GUEST_INTR_SMI_ENTRY"})
 
 
 # -- boundary cases ------------------------------------------------------------------------------
@@ -2024,3 +2076,132 @@ def _activity_case(state, event):
 for _state in range(4):
     for _event in _EVENTS:
         _grid(f"activity_{_state}_inject_{_event}", _activity_case(_state, _event))
+
+
+# -- controls the configuration does not allow ---------------------------------------------------
+
+#: name → (configuration in :data:`CONFIGS`, ``fn(caps, fields, env)`` editing the flat64 baseline
+#: and returning the exact list of failing IDs, in catalogue order). A control the configuration
+#: does not allow fails the ``*_RSVD`` check of its word, and makes no other check fail: neither
+#: those that need it to be 1 (it is not in effect) nor those that need it to be 0 (it is 1 as
+#: written). Where the feature is offered, the same VMCS fails the feature's own check instead.
+DISALLOWED_CONTROL_CASES = {}
+
+
+def disallowed(name, config):
+    def register(fn):
+        assert name not in DISALLOWED_CONTROL_CASES, name
+        DISALLOWED_CONTROL_CASES[name] = (config, fn)
+        return fn
+    return register
+
+
+def _vpid_zero(caps, f, env):
+    set_bits(f, PROC, 31)
+    set_bits(f, PROC2, 5)                    # enable VPID
+    f["VIRTUAL_PROCESSOR_ID"] = 0            # (without the feature the field does not exist: 0)
+
+
+@disallowed("vpid_off_enable_vpid_with_vpid_0", "no_vpid")
+def _(caps, f, env):
+    _vpid_zero(caps, f, env)
+    return ["CTL_PROC2_RSVD"]
+
+
+@disallowed("vpid_on_enable_vpid_with_vpid_0", "default")
+def _(caps, f, env):
+    _vpid_zero(caps, f, env)
+    return ["CTL_VPID_ZERO"]
+
+
+def _ept_bad_eptp(caps, f, env):
+    set_bits(f, PROC, 31)
+    set_bits(f, PROC2, 1)                    # enable EPT
+    f["EPT_POINTER"] = 0x7000 | 1 | (2 << 3) | (1 << 9)   # WC, 3-level walk, bit 9: all bad
+
+
+@disallowed("ept_off_enable_ept_with_bad_eptp", "no_ept")
+def _(caps, f, env):
+    _ept_bad_eptp(caps, f, env)              # EPT_POINTER does not exist here: it reads 0, bad too
+    return ["CTL_PROC2_RSVD"]
+
+
+@disallowed("ept_on_enable_ept_with_bad_eptp", "default")
+def _(caps, f, env):
+    _ept_bad_eptp(caps, f, env)
+    return ["CTL_EPTP_MEMTYPE", "CTL_EPTP_WALKLEN", "CTL_EPTP_RSVD"]
+
+
+@disallowed("ept_off_unrestricted_guest_pml_mbec", "no_ept")
+def _(caps, f, env):
+    set_bits(f, PROC, 31)
+    set_bits(f, PROC2, 7, 17, 22)            # unrestricted guest, PML, mode-based execute, no EPT
+    return ["CTL_PROC2_RSVD"]
+
+
+@disallowed("ept_off_unrestricted_guest_real_mode", "no_ept")
+def _(caps, f, env):
+    # 'unrestricted guest' as written lets CR0.PE = PG = 0 pass GUEST_CR0_FIXED; in effect it is 0.
+    set_bits(f, PROC, 31)
+    set_bits(f, PROC2, 7)
+    pae32_variant(caps, f, env)
+    clear_bits(f, "GUEST_CR0", 0, 31)
+    return ["CTL_PROC2_RSVD"]
+
+
+@disallowed("ept_on_unrestricted_guest_real_mode", "default")
+def _(caps, f, env):
+    set_bits(f, PROC, 31)
+    set_bits(f, PROC2, 7)                    # without 'enable EPT'
+    pae32_variant(caps, f, env)
+    clear_bits(f, "GUEST_CR0", 0, 31)
+    return ["CTL_UG_NEEDS_EPT"]
+
+
+@disallowed("timer_off_save_timer_value", "no_preemption_timer")
+def _(caps, f, env):
+    set_bits(f, EXITC, 22)                   # save VMX-preemption timer value
+    return ["CTL_EXIT_RSVD"]
+
+
+@disallowed("timer_on_save_timer_value_without_timer", "default")
+def _(caps, f, env):
+    set_bits(f, EXITC, 22)
+    return ["CTL_SAVE_PT_NEEDS_PT"]
+
+
+@disallowed("timer_off_save_offered_both_set", "timer_save_only")
+def _(caps, f, env):
+    # 'activate VMX-preemption timer' is not allowed (0 in effect, 1 as written); 'save
+    # VMX-preemption timer value' is allowed: CTL_SAVE_PT_NEEDS_PT fails in effect only.
+    set_bits(f, PIN, 6)
+    set_bits(f, EXITC, 22)
+    return ["CTL_PIN_RSVD"]
+
+
+@disallowed("host64_off_64bit_host_and_guest", "no_64bit")
+def _(caps, f, env):
+    # The baseline's 'host address-space size' and 'IA-32e mode guest', in IA-32e mode: in effect
+    # a 32-bit host and guest, which would also fail HOST_ADDRSZ_LMA, HOST32_RIP and GUEST_RIP_HI.
+    assert (f[EXITC] >> 9) & 1 and (f[ENTRYC] >> 9) & 1 and env["host_lma"]
+    return ["CTL_EXIT_RSVD", "CTL_ENTRY_RSVD"]
+
+
+@disallowed("smm_off_entry_to_smm_wait_for_sipi", "default")
+def _(caps, f, env):
+    set_bits(f, ENTRYC, 10)                  # entry to SMM
+    f["GUEST_ACTIVITY_STATE"] = 3
+    return ["CTL_ENTRY_RSVD"]
+
+
+@disallowed("smm_off_deactivate_dual_monitor", "default")
+def _(caps, f, env):
+    set_bits(f, ENTRYC, 11)
+    return ["CTL_ENTRY_RSVD"]
+
+
+@disallowed("smm_allowed_entry_to_smm_wait_for_sipi", "smm_controls")
+def _(caps, f, env):
+    set_bits(f, ENTRYC, 10)
+    f["GUEST_ACTIVITY_STATE"] = 3
+    return ["CTL_ENTRY_SMM", "GUEST_ACT_WFS_SMM", "GUEST_INTR_SMI_ENTRY"]

@@ -18,6 +18,16 @@ Conventions (shared with the gateware's specification)
 * Secondary controls read as 0 when primary bit 31 is 0, tertiary controls when primary bit 17 is
   0, secondary VM-exit controls when exit bit 31 is 0, the VM-function controls when
   'enable VM functions' is 0 (after the secondary gate).
+* A control the capability MSRs do not allow to be 1 is reserved, and only the check of its word
+  against the MSR reports it: CTL_PIN_RSVD, CTL_PROC1_RSVD, CTL_PROC2_RSVD, CTL_PROC3_RSVD,
+  CTL_VMFUNC_RSVD, CTL_EXIT_RSVD, CTL_EXIT2_RSVD, CTL_ENTRY_RSVD read the words as written
+  (:func:`written_controls`). Every other check fails when its rule fails both on the words as
+  written and on the words in effect (:func:`effective_controls`: each word ANDed with its
+  allowed-1 settings as RDMSR reports them — the TRUE MSR when IA32_VMX_BASIC[55] = 1 — gated by
+  the gate bits in effect). A control the processor does not allow thus makes a check fail neither
+  by being 1 nor by reading as 0: with 'enable VPID' not allowed, secondary bit 5 with VPID 0 fails
+  CTL_PROC2_RSVD and nothing else (not CTL_VPID_ZERO); without 'host address-space size', a 64-bit
+  host fails CTL_EXIT_RSVD and not HOST_ADDRSZ_LMA.
 * canonical(a): bits 63:47 of *a* are equal; the guest RIP uses bits 63:56 when guest CR4.LA57
   (bit 12) is 1. phys-valid(a): bits 63:MAXPHYADDR of *a* are 0. 4K(a): bits 11:0 of *a* are 0.
 * A segment is usable when access-rights bit 16 is 0; virtual-8086 = guest RFLAGS bit 17.
@@ -49,7 +59,8 @@ from hwvirt.hdl.vmcs_fields import BY_NAME
 
 __all__ = [
     "View", "NON_MSR_CHECKS", "MSR_CHECKS", "reference_failures", "reference_msr_entry",
-    "first_failure", "canonical", "phys_valid", "effective_controls",
+    "first_failure", "canonical", "phys_valid", "effective_controls", "written_controls",
+    "control_settings", "WORD_CHECKS",
 ]
 
 MASK64 = (1 << 64) - 1
@@ -114,9 +125,54 @@ def list_area_bad(caps, count, address):
         or not phys_valid(caps, address + 16 * count - 1)
 
 
-def effective_controls(caps, fields):
-    """The control words after the architectural gates: {name: value}."""
+#: Control word → (capability MSR, its TRUE counterpart or None) (SDM vol. 3D A.3–A.5, A.11).
+_CONTROL_MSRS = {
+    PIN: (MSR.IA32_VMX_PINBASED_CTLS, MSR.IA32_VMX_TRUE_PINBASED_CTLS),
+    PROC: (MSR.IA32_VMX_PROCBASED_CTLS, MSR.IA32_VMX_TRUE_PROCBASED_CTLS),
+    PROC2: (MSR.IA32_VMX_PROCBASED_CTLS2, None),
+    PROC3: (MSR.IA32_VMX_PROCBASED_CTLS3, None),
+    EXITC: (MSR.IA32_VMX_EXIT_CTLS, MSR.IA32_VMX_TRUE_EXIT_CTLS),
+    EXITC2: (MSR.IA32_VMX_EXIT_CTLS2, None),
+    ENTRYC: (MSR.IA32_VMX_ENTRY_CTLS, MSR.IA32_VMX_TRUE_ENTRY_CTLS),
+    VMFUNC: (MSR.IA32_VMX_VMFUNC, None),
+}
+#: The 64-bit capability MSRs that report allowed-1 settings only (every bit of the MSR).
+_ALLOWED1_ONLY = (MSR.IA32_VMX_PROCBASED_CTLS3, MSR.IA32_VMX_EXIT_CTLS2, MSR.IA32_VMX_VMFUNC)
+
+
+def control_settings(caps, word):
+    """(must-be-1, may-be-1) masks of control word ``word`` (a field name), read as a VMM reads them:
+    RDMSR of the capability MSR — the TRUE one when IA32_VMX_BASIC[55] = 1 — with allowed-0 settings
+    in bits 31:0 and allowed-1 settings in bits 63:32, or allowed-1 settings only for 0x491–0x493. An
+    MSR the processor does not implement allows nothing."""
+    msr, true_msr = _CONTROL_MSRS[word]
+    if true_msr is not None and bit(caps.rdmsr(MSR.IA32_VMX_BASIC), 55):
+        msr = true_msr
+    value = caps.rdmsr(msr) or 0
+    if msr in _ALLOWED1_ONLY:
+        return 0, value
+    return value & 0xFFFF_FFFF, value >> 32
+
+
+def written_controls(caps, fields):
+    """The control words as written, after the architectural gates: {name: value}."""
     get = lambda n: _field(caps, fields, n)
+    proc = get(PROC)
+    proc2 = get(PROC2) if bit(proc, 31) else 0
+    proc3 = get(PROC3) if bit(proc, 17) else 0
+    exitc = get(EXITC)
+    exitc2 = get(EXITC2) if bit(exitc, 31) else 0
+    vmfunc = get(VMFUNC) if bit(proc2, 13) else 0
+    return {PIN: get(PIN), PROC: proc, PROC2: proc2, PROC3: proc3, EXITC: exitc, EXITC2: exitc2,
+            ENTRYC: get(ENTRYC), VMFUNC: vmfunc}
+
+
+def effective_controls(caps, fields):
+    """The control words in effect: {name: value}. Each word keeps only the controls its capability
+    MSR allows to be 1; a gated word reads as 0 unless its gate is in effect."""
+    def get(name):
+        return _field(caps, fields, name) & control_settings(caps, name)[1]
+
     proc = get(PROC)
     proc2 = get(PROC2) if bit(proc, 31) else 0
     proc3 = get(PROC3) if bit(proc, 17) else 0
@@ -163,12 +219,13 @@ class Segment:
 
 
 class View:
-    """The checker's inputs as a mapping: fields (absent → 0, truncated, control gates applied)."""
+    """The checker's inputs as a mapping: fields (absent → 0, truncated), the control words as
+    written or in effect (``controls``: "written" or "effective"; gates applied)."""
 
-    def __init__(self, caps, fields, *, host_lma, current_vmcs, link_revision, vtpr, pdptes):
+    def __init__(self, caps, fields, *, controls, host_lma, current_vmcs, link_revision, vtpr, pdptes):
         self.caps = caps
         self.fields = fields
-        self.ctl = effective_controls(caps, fields)
+        self.ctl = {"written": written_controls, "effective": effective_controls}[controls](caps, fields)
         self.host_lma = host_lma & 1
         self.current_vmcs = current_vmcs & MASK64
         self.link_revision = link_revision & 0xFFFF_FFFF
@@ -220,20 +277,26 @@ class View:
 
 # == VM-execution control fields (SDM §27.2.1.1) ===================================================
 
+# The checks of a control word against its capability MSR (WORD_CHECKS) see the words as written.
+
+def _word_violates(caps, v, word):
+    return violates(v.ctl[word], control_settings(caps, word))
+
+
 def CTL_PIN_RSVD(caps, v):
-    return violates(v.pin, caps.control_masks(MSR.IA32_VMX_PINBASED_CTLS))
+    return _word_violates(caps, v, PIN)
 
 
 def CTL_PROC1_RSVD(caps, v):
-    return violates(v.proc, caps.control_masks(MSR.IA32_VMX_PROCBASED_CTLS))
+    return _word_violates(caps, v, PROC)
 
 
 def CTL_PROC2_RSVD(caps, v):
-    return bit(v.proc, 31) and violates(v.proc2, caps.control_masks(MSR.IA32_VMX_PROCBASED_CTLS2))
+    return bit(v.proc, 31) and _word_violates(caps, v, PROC2)
 
 
 def CTL_PROC3_RSVD(caps, v):
-    return bit(v.proc, 17) and violates(v[PROC3], caps.control_masks(MSR.IA32_VMX_PROCBASED_CTLS3))
+    return bit(v.proc, 17) and _word_violates(caps, v, PROC3)
 
 
 def CTL_CR3_TARGET_CNT(caps, v):
@@ -358,7 +421,7 @@ def CTL_VE_INFO_ADDR(caps, v):
 
 
 def CTL_VMFUNC_RSVD(caps, v):
-    return bit(v.proc2, 13) and violates(v[VMFUNC], caps.control_masks(MSR.IA32_VMX_VMFUNC))
+    return bit(v.proc2, 13) and _word_violates(caps, v, VMFUNC)
 
 
 def CTL_EPTP_SWITCH(caps, v):
@@ -372,11 +435,11 @@ def CTL_TSC_MULT_ZERO(caps, v):
 # == VM-exit control fields (SDM §27.2.1.2) ========================================================
 
 def CTL_EXIT_RSVD(caps, v):
-    return violates(v.exitc, caps.control_masks(MSR.IA32_VMX_EXIT_CTLS))
+    return _word_violates(caps, v, EXITC)
 
 
 def CTL_EXIT2_RSVD(caps, v):
-    return bit(v.exitc, 31) and violates(v[EXITC2], caps.control_masks(MSR.IA32_VMX_EXIT_CTLS2))
+    return bit(v.exitc, 31) and _word_violates(caps, v, EXITC2)
 
 
 def CTL_SAVE_PT_NEEDS_PT(caps, v):
@@ -394,7 +457,7 @@ def CTL_EXIT_MSRLD_ADDR(caps, v):
 # == VM-entry control fields (SDM §27.2.1.3) =======================================================
 
 def CTL_ENTRY_RSVD(caps, v):
-    return violates(v.entry, caps.control_masks(MSR.IA32_VMX_ENTRY_CTLS))
+    return _word_violates(caps, v, ENTRYC)
 
 
 def CTL_ENTRY_SMM(caps, v):
@@ -984,14 +1047,31 @@ assert not _missing, f"checks without a reference rule: {_missing}"
 del _missing
 
 
+#: The checks of a control word against its capability MSR: they see the words as written only.
+WORD_CHECKS = frozenset({"CTL_PIN_RSVD", "CTL_PROC1_RSVD", "CTL_PROC2_RSVD", "CTL_PROC3_RSVD",
+                         "CTL_VMFUNC_RSVD", "CTL_EXIT_RSVD", "CTL_EXIT2_RSVD", "CTL_ENTRY_RSVD"})
+
+
 def reference_failures(caps, fields, *, host_lma, current_vmcs, link_revision, vtpr, pdptes):
-    """IDs of every failing non-MSR-load check, in catalogue order."""
+    """IDs of every failing non-MSR-load check, in catalogue order.
+
+    The checks of :data:`WORD_CHECKS` are evaluated on the control words as written; every other
+    check fails when it fails on the words as written and on the words in effect."""
     unknown = set(fields) - set(BY_NAME)
     if unknown:
         raise KeyError(f"unknown VMCS fields: {sorted(unknown)}")
-    v = View(caps, fields, host_lma=host_lma, current_vmcs=current_vmcs,
-             link_revision=link_revision, vtpr=vtpr, pdptes=pdptes)
-    return [c.id for c in NON_MSR_CHECKS if _RULES[c.id](caps, v)]
+    written, effective = (View(caps, fields, controls=controls, host_lma=host_lma,
+                               current_vmcs=current_vmcs, link_revision=link_revision, vtpr=vtpr,
+                               pdptes=pdptes)
+                          for controls in ("written", "effective"))
+
+    def fails(check_id):
+        rule = _RULES[check_id]
+        if check_id in WORD_CHECKS:
+            return rule(caps, written)
+        return rule(caps, written) and rule(caps, effective)
+
+    return [c.id for c in NON_MSR_CHECKS if fails(c.id)]
 
 
 def reference_msr_entry(caps, number, msr, reserved, value):

@@ -72,6 +72,7 @@ DEFAULT_LENGTH = {
     "vminstr": 3, "task_switch": 2, "invpcid": 5, "invlpg": 3,
     "exception": 1,
     "nmi": 0, "extint": 0, "init": 0, "sipi": 0, "triple_fault": 0, "run": 0,
+    "smi": 0, "mem": 0,
 }
 
 #: Basic exit reason (SDM vol. 3C appendix C, fact sheet §6.2) per event name, for the events
@@ -455,11 +456,13 @@ _HANDLERS = {
     "cr_write": _ev_cr_write, "cr_read": _ev_cr_read, "clts": _ev_clts, "lmsw": _ev_lmsw,
     "dr_write": _ev_dr_write, "dr_read": _ev_dr_read,
     "task_switch": _ev_task_switch, "exception": _ev_exception, "nmi": _ev_nmi,
-    "extint": _ev_extint, "sipi": _ev_sipi, "run": _ev_run,
+    "extint": _ev_extint, "sipi": _ev_sipi, "run": _ev_run, "smi": _ev_run,
 }
 
 #: Events after which a monitor-trap-flag exit can never follow: nothing happened in the guest.
-_NO_MTF = frozenset({"run", "sipi"})
+# An SMI with the default treatment of SMIs enters SMM, not a VM exit, and is not modelled
+# further: like ``run``, nothing retires and nothing changes.
+_NO_MTF = frozenset({"run", "sipi", "smi"})
 
 
 def decide(event, vmcs, guest, read_memory):

@@ -12,13 +12,19 @@
 * Property tests (hypothesis): batches of randomly mutated valid VMCSs (fields set to random or
   boundary values, bit flips in control words, access rights, CR0/CR4, RFLAGS, ...) and random
   MSR-load entries, hardware failing set == reference failing set.
+* Controls the configuration does not allow (a feature configured off): the VMCS sets the
+  control and fails exactly the ``*_RSVD`` check of its control word — no other check fails because
+  of it, neither by its being 1 as written nor by its reading 0 in effect — on the reference and on
+  the hardware (``DISALLOWED_CONTROL_CASES``).
 
 Mutations that necessarily make other checks fail too (the mutation returns them and the test
 demands exactly that set):
 
-* CTL_ENTRY_SMM, GUEST_INTR_SMI_ENTRY, GUEST_ACT_WFS_SMM: no configuration allows the VM-entry
-  controls "entry to SMM" / "deactivate dual-monitor treatment", so CTL_ENTRY_RSVD fails first
-  (and CTL_ENTRY_SMM, and for GUEST_ACT_WFS_SMM also GUEST_INTR_SMI_ENTRY).
+* GUEST_INTR_SMI_ENTRY, GUEST_ACT_WFS_SMM: "entry to SMM" outside SMM is also CTL_ENTRY_SMM (and
+  wait-for-SIPI with it, without blocking by SMI, also GUEST_INTR_SMI_ENTRY). These two and
+  CTL_ENTRY_SMM are not applicable on any preset: no feature of the model offers "entry to SMM" or
+  "deactivate dual-monitor treatment" (``UNREACHABLE_IN_PRESETS``); they run on a configuration
+  whose msr_overrides allow them (``CONFIGS["smm_controls"]``).
 * HOST32_GUEST64: a 32-bit host with an IA-32e guest is also HOST_ADDRSZ_LEGACY (or, inside
   IA-32e mode, HOST_ADDRSZ_LMA).
 * HOST_CET_WP, GUEST_CET_WP: HOST_/GUEST_CR4_FIXED too, where IA32_VMX_CR4_FIXED1 lacks CR4.CET.
@@ -39,7 +45,8 @@ from hwvirt.hdl.entry_checks import EntryChecker, MSRLoadChecker, MSR_LOADABLE, 
 from hwvirt.hdl.vmcs_fields import BY_NAME
 
 from entry_baseline import (
-    CHECKED_FIELDS, EXTRA_CASES, MUTATIONS, PRESETS, NotApplicable, apply_contract, variants,
+    CHECKED_FIELDS, CONFIGS, DISALLOWED_CONTROL_CASES, EXTRA_CASES, MUTATIONS, PRESETS,
+    UNREACHABLE_IN_PRESETS, NotApplicable, apply_contract, variants,
 )
 from entry_model import (
     ENTRYC, EXITC, INJ, MSR_CHECKS, NON_MSR_CHECKS, PIN, PROC, PROC2, PROC3, VMFUNC, EXITC2,
@@ -180,9 +187,10 @@ _BENCHES = {}
 
 
 def bench(kind, preset):
+    """The bench of configuration ``preset`` (a name in ``CONFIGS``, which holds ``PRESETS``)."""
     key = (kind, preset)
     if key not in _BENCHES:
-        _BENCHES[key] = (EntryBench if kind == "entry" else MSRBench)(PRESETS[preset])
+        _BENCHES[key] = (EntryBench if kind == "entry" else MSRBench)(CONFIGS[preset])
     return _BENCHES[key]
 
 
@@ -233,9 +241,9 @@ def test_reference_variants_pass(preset, variant):
     assert reference(caps, fields, env) == []
 
 
-def test_every_check_is_reachable_in_some_preset():
+def _reachable(configs):
     reachable = set()
-    for caps in PRESETS.values():
+    for caps in configs:
         for check_id, mutate in MUTATIONS.items():
             fields, env = variants(caps)["flat64"]
             try:
@@ -243,7 +251,45 @@ def test_every_check_is_reachable_in_some_preset():
             except NotApplicable:
                 continue
             reachable.add(check_id)
-    assert reachable == set(MUTATIONS)
+    return reachable
+
+
+def test_every_check_is_reachable_in_some_preset():
+    """Every check but the SMM ones fails on some preset. CTL_ENTRY_SMM, GUEST_ACT_WFS_SMM and
+    GUEST_INTR_SMI_ENTRY are architecturally present but unreachable on the modelled processor: no
+    feature offers 'entry to SMM' or 'deactivate dual-monitor treatment', so setting either fails
+    CTL_ENTRY_RSVD alone; only msr_overrides allowing the controls reach them."""
+    assert UNREACHABLE_IN_PRESETS == {"CTL_ENTRY_SMM", "GUEST_ACT_WFS_SMM", "GUEST_INTR_SMI_ENTRY"}
+    assert _reachable(PRESETS.values()) == set(MUTATIONS) - UNREACHABLE_IN_PRESETS
+    assert UNREACHABLE_IN_PRESETS <= _reachable([CONFIGS["smm_controls"]])
+
+
+@pytest.mark.parametrize("check_id", sorted(UNREACHABLE_IN_PRESETS))
+def test_smm_checks_where_the_controls_are_allowed(check_id):
+    """The SMM checks on a configuration that allows the SMM controls: the mutation's exact set, its
+    check first in its group, on the reference and on the hardware."""
+    caps = CONFIGS["smm_controls"]
+    fields, env, expected = make_case(caps, "mutation", check_id)
+    failing = reference(caps, fields, env)
+    assert set(failing) == expected
+    assert [c for c in failing if BY_ID[c].group == BY_ID[check_id].group][0] == check_id
+    hw, = bench("entry", "smm_controls").run([(fields, env)])
+    assert hw == failing, describe(caps, fields, env, hw, failing)
+
+
+@pytest.mark.parametrize("name", DISALLOWED_CONTROL_CASES)
+def test_disallowed_control(name):
+    """A control the configuration does not allow fails only the *_RSVD check of its control word:
+    every other check fails only when it fails both on the controls as written and on the controls
+    in effect (on the reference and on the hardware)."""
+    config, build = DISALLOWED_CONTROL_CASES[name]
+    caps = CONFIGS[config]
+    fields, env = variants(caps)["flat64"]
+    expected = build(caps, fields, env)
+    apply_contract(caps, fields, env)
+    assert reference(caps, fields, env) == expected
+    hw, = bench("entry", config).run([(fields, env)])
+    assert hw == expected, describe(caps, fields, env, hw, expected)
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -7,12 +7,14 @@ import pytest
 
 from hwvirt.hdl.capabilities import DEFAULT_FEATURES, DEFAULT_REVISION_ID, VMXCapabilities
 from hwvirt.sim.scenario import (
-    CPU_DEFAULTS, OPS, Config, Scenario, ScenarioError, Step, load_scenario, parse_scenario,
+    CPU_DEFAULTS, OPS, Config, Scenario, ScenarioError, Step, load_scenario, parse_scenario, read_toml,
 )
 
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.toml"))
+#: The VMX examples (the SVM ones, ``arch = "svm"``, have their own format: tests/test_hdl_svm_unit.py).
+VMX_EXAMPLE_FILES = [p for p in EXAMPLE_FILES if read_toml(p).get("arch", "vmx") == "vmx"]
 
 MINIMAL = '[[step]]\nop = "vmxoff"\n'
 
@@ -61,7 +63,7 @@ def test_load_scenario_names_from_file(tmp_path):
 def test_top_level_and_config():
     s = parse("""
         name = "n"
-        arch = "svm"
+        arch = "vmx"
         [config]
         revision_id = 0x12
         maxphyaddr = "46"
@@ -76,11 +78,26 @@ def test_top_level_and_config():
         [[step]]
         op = "vmxoff"
     """)
-    assert s.arch == "svm"
+    assert s.arch == "vmx"
     assert s.config == Config(revision_id=0x12, maxphyaddr=46, vmcs_cache_slots=3, memory_latency=64,
                               cr3_target_count=2, features={"vpid": False, "cet": True},
                               msr={0x485: 0x400401E5, 0x482: 0xFFF9FFFE0401E172})
     assert s.cpu == {**CPU_DEFAULTS, "cr4": 0x20, "cpl": 3}
+
+
+def test_svm_arch_goes_to_the_svm_format():
+    s = parse("""
+        arch = "svm"
+        [[step]]
+        op = "stgi"
+    """)
+    assert type(s).__name__ == "SVMScenario" and s.steps[0].op == "stgi"
+    with pytest.raises(ScenarioError, match="unknown op 'vmxoff'"):
+        parse("""
+            arch = "svm"
+            [[step]]
+            op = "vmxoff"
+        """)
 
 
 def test_config_capabilities():
@@ -406,21 +423,21 @@ def test_examples_exist():
             "palacios_init_vmcs_bios.toml", "vmcs_cache.toml", "vmwrite_readonly.toml"} <= names
 
 
-@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", VMX_EXAMPLE_FILES, ids=lambda p: p.name)
 def test_example_parses(path):
     s = load_scenario(path)
     assert s.arch == "vmx" and s.description and s.steps
     assert len(s.steps) <= 150          # at most a few seconds to simulate
 
 
-@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", VMX_EXAMPLE_FILES, ids=lambda p: p.name)
 def test_example_vmx_steps_have_expectations(path):
     for step in load_scenario(path).steps:
         if step.op not in ("set_cpu", "mem_write", "ept_map"):
             assert step.expect, f"{path.name}: {step.label} has no expect"
 
 
-@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", VMX_EXAMPLE_FILES, ids=lambda p: p.name)
 def test_example_rdmsr_values_match_capabilities(path):
     """The literal MSR values in the examples are those of the scenario's configuration."""
     s = load_scenario(path)
