@@ -28,12 +28,11 @@ flip-flop per input bit plus the fold (reported separately as ``wrapper_ff``).
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
 
-from amaranth.build import Attrs, Clock, Pins, Resource
+from amaranth.build import Clock, Resource
 from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
 from amaranth.lib import wiring
 

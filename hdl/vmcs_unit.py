@@ -42,7 +42,7 @@ from .arch_state import SEGMENTS, ArchState, host_segment_access_rights
 from .bus import WishboneSignature
 from .capabilities import MSR, VMXCapabilities
 from .entry_check_catalogue import CHECKS, CheckGroup
-from .ept_walker import Access, EPTWalker, InvalidationKind, Outcome as WalkOutcome
+from .ept_walker import EPTWalker, Outcome as WalkOutcome
 from .entry_checks import ENTRY_CHECKS, MSR_LOAD_CHECKS, EntryChecker, MSRLoadChecker, entry_fields_layout
 from .exit_logic import (ENTRY_FAILURE_BIT, GUEST_MSRS, VMX_INSTRUCTION_EXIT_REASON, ExitDecider, ExitDecision,
                          ExitReason, GuestEvent, GuestEventKind, GuestRegisters, InterruptionType)

@@ -15,7 +15,7 @@ from hwvirt.hdl.exit_logic import GuestEvent
 from hwvirt.hdl.vmcs_unit import Command, Fault, Outcome, ProcessorState, Result, VMXOp
 
 
-__all__ = ["PortIO", "PhysicalMemory", "UnitDriver", "pack", "unpack", "CommandResult"]
+__all__ = ["PortIO", "PhysicalMemory", "StreamBusDriver", "UnitDriver", "pack", "unpack", "CommandResult"]
 
 
 def pack(layout, values):
@@ -95,8 +95,11 @@ class CommandResult(dict):
     """The decoded :class:`~hwvirt.hdl.vmcs_unit.Result` plus ``cycles`` (acceptance to result)."""
 
 
-class UnitDriver:
-    """Drives a :class:`~hwvirt.hdl.vmcs_unit.VMCSUnit` through a :class:`PortIO`.
+class StreamBusDriver:
+    """The test-bench side of a unit with stream ports, one result stream and a Wishbone memory
+    port, through a :class:`PortIO`: every cycle it reads the outputs, then serves the bus from a
+    :class:`PhysicalMemory` (acknowledging after ``latency`` wait cycles) and writes the inputs, then
+    lets the clock tick.
 
     Parameters
     ----------
@@ -113,18 +116,6 @@ class UnitDriver:
         self.cycle = 0
         self.bus_accesses = 0
         self._wait = 0
-
-    async def start(self, cpu):
-        """Drive idle inputs and the initial processor state, then let one clock pass."""
-        self.set_cpu(cpu)
-        self.io.set("cmd__valid", 0)
-        self.io.set("guest__valid", 0)
-        self.io.set("resp__ready", 1)
-        self.io.set("bus__ack", 0)
-        await self.io.tick()
-
-    def set_cpu(self, cpu):
-        self.io.set("cpu", pack(ProcessorState, cpu))
 
     def _serve_bus(self):
         """One cycle of the memory target: read the request, answer it after the wait cycles."""
@@ -147,6 +138,57 @@ class UnitDriver:
             self._wait = 0
             io.set("bus__ack", 0)
 
+    async def _handshake(self, port, payload, *, what, limit, sample=None):
+        """Offer ``payload`` on the input stream ``port`` and wait for the result.
+
+        Returns ``(result payload, sampled, cycles)``: ``sampled`` is the output named ``sample``
+        read in the cycle the result is valid (None without one); ``cycles`` counts clock cycles
+        from the edge that accepts the payload to the first cycle in which the result is valid.
+        """
+        io = self.io
+        io.set(f"{port}__payload", payload)
+        io.set(f"{port}__valid", 1)
+        accepted_at = None
+        for _ in range(limit):
+            # Read phase: every output of this cycle, before any input changes.
+            ready = io.get(f"{port}__ready")
+            resp_valid = io.get("resp__valid")
+            resp_payload = io.get("resp__payload")
+            sampled = io.get(sample) if sample and resp_valid else None
+            # Write phase.
+            self._serve_bus()
+            if accepted_at is None:
+                if ready:
+                    accepted_at = self.cycle
+            else:
+                io.set(f"{port}__valid", 0)
+                if resp_valid:
+                    cycles = self.cycle - accepted_at
+                    await self._tick()
+                    return resp_payload, sampled, cycles
+            await self._tick()
+        raise TimeoutError(f"{what}: no result within {limit} cycles")
+
+    async def _tick(self):
+        await self.io.tick()
+        self.cycle += 1
+
+
+class UnitDriver(StreamBusDriver):
+    """Drives a :class:`~hwvirt.hdl.vmcs_unit.VMCSUnit` (see :class:`StreamBusDriver`)."""
+
+    async def start(self, cpu):
+        """Drive idle inputs and the initial processor state, then let one clock pass."""
+        self.set_cpu(cpu)
+        self.io.set("cmd__valid", 0)
+        self.io.set("guest__valid", 0)
+        self.io.set("resp__ready", 1)
+        self.io.set("bus__ack", 0)
+        await self.io.tick()
+
+    def set_cpu(self, cpu):
+        self.io.set("cpu", pack(ProcessorState, cpu))
+
     async def execute(self, op, *, reg=0, operand=0, limit=100_000):
         """Issue one command and return its :class:`CommandResult`.
 
@@ -162,46 +204,22 @@ class UnitDriver:
         return await self._transact("guest", pack(GuestEvent, event), "guest event", limit)
 
     async def _transact(self, port, payload, what, limit):
-        io = self.io
-        io.set(f"{port}__payload", payload)
-        io.set(f"{port}__valid", 1)
-        accepted_at = None
-        for _ in range(limit):
-            # Read phase: every output of this cycle, before any input changes.
-            ready = io.get(f"{port}__ready")
-            resp_valid = io.get("resp__valid")
-            resp_payload = io.get("resp__payload")
-            entry_failures = io.get("entry_failures") if resp_valid else None
-            # Write phase.
-            self._serve_bus()
-            if accepted_at is None:
-                if ready:
-                    accepted_at = self.cycle
-            else:
-                io.set(f"{port}__valid", 0)
-                if resp_valid:
-                    fields = unpack(Result, resp_payload)
-                    result = CommandResult(
-                        outcome=Outcome(fields["outcome"]),
-                        fault=Fault(fields["fault"]),
-                        error=fields["error"],
-                        value=fields["value"],
-                        exit_reason=fields["exit_reason"],
-                        qualification=fields["qualification"],
-                        check=fields["check"],
-                        event=fields["event"],
-                        event_error=fields["event_error"],
-                        walk_refs=fields["walk_refs"],
-                        walk_tlb_hit=fields["walk_tlb_hit"],
-                        walk_pwc_hits=fields["walk_pwc_hits"],
-                        entry_failures=entry_failures,
-                        cycles=self.cycle - accepted_at,
-                    )
-                    await self._tick()
-                    return result
-            await self._tick()
-        raise TimeoutError(f"{what}: no result within {limit} cycles")
-
-    async def _tick(self):
-        await self.io.tick()
-        self.cycle += 1
+        payload, entry_failures, cycles = await self._handshake(port, payload, what=what, limit=limit,
+                                                                sample="entry_failures")
+        fields = unpack(Result, payload)
+        return CommandResult(
+            outcome=Outcome(fields["outcome"]),
+            fault=Fault(fields["fault"]),
+            error=fields["error"],
+            value=fields["value"],
+            exit_reason=fields["exit_reason"],
+            qualification=fields["qualification"],
+            check=fields["check"],
+            event=fields["event"],
+            event_error=fields["event_error"],
+            walk_refs=fields["walk_refs"],
+            walk_tlb_hit=fields["walk_tlb_hit"],
+            walk_pwc_hits=fields["walk_pwc_hits"],
+            entry_failures=entry_failures,
+            cycles=cycles,
+        )

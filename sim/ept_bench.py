@@ -217,21 +217,7 @@ except ImportError:         # pragma: no cover - only the Amaranth side is avail
     cocotb = None
 
 if cocotb is not None:
-    class _CocotbIO(PortIO):
-        def __init__(self, dut):
-            self._dut = dut
-
-        async def tick(self):
-            await FallingEdge(self._dut.clk)
-
-        def get(self, name):
-            value = getattr(self._dut, name).value
-            if not value.is_resolvable:
-                raise RuntimeError(f"output {name} is not resolvable (X or Z): {value}")
-            return int(value)
-
-        def set(self, name, value):
-            getattr(self._dut, name).value = value
+    from .cocotb_bench import CocotbIO as _CocotbIO
 
     @cocotb.test()
     async def run_walks(dut):

@@ -52,16 +52,17 @@ import tomllib
 from dataclasses import dataclass, field as _dc_field
 from pathlib import Path
 
+from amaranth.lib import data
 from amaranth.sim import Simulator
 
 from hwvirt.hdl.ept_walker import Access
-from hwvirt.hdl.exit_logic import GuestEventKind
+from hwvirt.hdl.exit_logic import GuestEvent, GuestEventKind
 from hwvirt.hdl.svm_check_catalogue import (BY_ID, CHECKS, MSR_EFER, SVM_INSTRUCTIONS, VMCB_BY_NAME, VMCB_FIELDS)
-from hwvirt.hdl.svm_unit import (KIND_SMI, Fault, GuestAccess, HostState, Outcome, SVMCommand, SVMOp, SVMResult,
+from hwvirt.hdl.svm_unit import (Fault, GuestAccess, HostState, Outcome, SVMCommand, SVMOp, SVMResult,
                                  SVMUnit)
 
 from . import guest_events
-from .driver import PhysicalMemory, PortIO, pack, unpack
+from .driver import PhysicalMemory, PortIO, StreamBusDriver, pack, unpack
 from .scenario import ScenarioError, _Where, parse_guest_event
 
 
@@ -388,21 +389,11 @@ def encode_event(args):
 
 # -- the driver --------------------------------------------------------------------------------------
 
-class SVMDriver:
-    """Drives an :class:`~hwvirt.hdl.svm_unit.SVMUnit` through a :class:`~hwvirt.sim.driver.PortIO`:
-    every cycle it reads the outputs, then writes the inputs (memory answers with ``latency`` wait
-    cycles), then lets the clock tick."""
+class SVMDriver(StreamBusDriver):
+    """Drives an :class:`~hwvirt.hdl.svm_unit.SVMUnit` (see :class:`~hwvirt.sim.driver.StreamBusDriver`)."""
 
     INPUTS = ("cmd__valid", "guest__valid", "mem__valid", "resp__ready", "bus__ack", "bus__dat_r", "cmd__payload",
               "guest__payload", "mem__payload", "cpu")
-
-    def __init__(self, io, memory, *, latency=0):
-        self.io = io
-        self.memory = memory
-        self.latency = latency
-        self.cycle = 0
-        self.bus_accesses = 0
-        self._wait = 0
 
     async def start(self, cpu):
         for name in self.INPUTS:
@@ -414,74 +405,31 @@ class SVMDriver:
     def set_cpu(self, cpu):
         state = {k: cpu[k] for k in ("cr0", "cr3", "cr4", "rflags", "rip", "rsp", "rax", "pat", "cpl")}
         word = pack(HostState, state)
-        layout = HostState
-        from amaranth.lib import data
+        layout = data.Layout.cast(HostState)
         for seg, values in _HOST_SEGMENTS.items():
-            f = data.Layout.cast(layout)[seg]
+            f = layout[seg]
             word |= pack(f.shape, values) << f.offset
         self.io.set("cpu", word)
-
-    def _serve_bus(self):
-        io = self.io
-        if io.get("bus__cyc") and io.get("bus__stb"):
-            if self._wait < self.latency:
-                self._wait += 1
-                io.set("bus__ack", 0)
-                return
-            self._wait = 0
-            address = io.get("bus__adr")
-            if io.get("bus__we"):
-                self.memory.write_word(address, io.get("bus__dat_w"), io.get("bus__sel"))
-                io.set("bus__dat_r", 0)
-            else:
-                io.set("bus__dat_r", self.memory.read_word(address))
-            io.set("bus__ack", 1)
-            self.bus_accesses += 1
-        else:
-            self._wait = 0
-            io.set("bus__ack", 0)
 
     async def execute(self, op, *, rax=0, ecx=0, value=0, limit=100_000):
         return await self._transact("cmd", pack(SVMCommand, {"op": op, "rax": rax, "ecx": ecx, "value": value}),
                                     limit)
 
     async def guest_event(self, fields, *, limit=1_000_000):
-        from hwvirt.hdl.exit_logic import GuestEvent
         return await self._transact("guest", pack(GuestEvent, fields), limit)
 
     async def mem_access(self, fields, *, limit=100_000):
         return await self._transact("mem", pack(GuestAccess, fields), limit)
 
     async def _transact(self, port, payload, limit):
-        io = self.io
-        io.set(f"{port}__payload", payload)
-        io.set(f"{port}__valid", 1)
-        accepted_at = None
-        for _ in range(limit):
-            ready = io.get(f"{port}__ready")
-            resp_valid = io.get("resp__valid")
-            resp_payload = io.get("resp__payload")
-            failures = io.get("vmrun_failures") if resp_valid else 0
-            self._serve_bus()
-            if accepted_at is None:
-                if ready:
-                    accepted_at = self.cycle
-            else:
-                io.set(f"{port}__valid", 0)
-                if resp_valid:
-                    result = unpack(SVMResult, resp_payload)
-                    result["outcome"] = Outcome(result["outcome"])
-                    result["fault"] = Fault(result["fault"])
-                    result["failures"] = failures
-                    result["cycles"] = self.cycle - accepted_at
-                    await self._tick()
-                    return result
-            await self._tick()
-        raise TimeoutError(f"{port}: no result within {limit} cycles")
-
-    async def _tick(self):
-        await self.io.tick()
-        self.cycle += 1
+        payload, failures, cycles = await self._handshake(port, payload, what=port, limit=limit,
+                                                          sample="vmrun_failures")
+        result = unpack(SVMResult, payload)
+        result["outcome"] = Outcome(result["outcome"])
+        result["fault"] = Fault(result["fault"])
+        result["failures"] = failures
+        result["cycles"] = cycles
+        return result
 
 
 # -- executing steps -----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ implementation follow the walker's documented choices:
 * Nested paging: long-mode host format (4 levels), every access a user access, NXE = 1.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 READ, WRITE, FETCH = 0, 1, 2
 OK, VIOLATION, MISCONFIG, GUEST_PAGE_FAULT, NPF = 0, 1, 2, 3, 4

@@ -1,7 +1,6 @@
 """Bitstream builds with amaranth-boards and YoWASP (slow: minutes each; the first YoWASP call on a
 fresh machine also compiles WebAssembly for about a minute)."""
 
-import sys
 from pathlib import Path
 
 import pytest

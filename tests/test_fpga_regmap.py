@@ -4,8 +4,6 @@ the MMIO block, the shared RAM and the UART on Amaranth's simulator (quick; no c
 import re
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from amaranth.hdl import Module
@@ -13,7 +11,7 @@ from amaranth.lib import data, wiring
 from amaranth.sim import Simulator
 
 
-from hwvirt.fpga.regmap import BLOCK_SIZE, CONTROL_OFFSET, NAMED_OFFSET, UNIT_ID, c_header, c_names_header, \
+from hwvirt.fpga.regmap import CONTROL_OFFSET, NAMED_OFFSET, UNIT_ID, c_header, c_names_header, \
     unit_register_map
 from hwvirt.fpga.soc import CPUBusSignature, SharedRAM, UARTTx, UnitMMIO
 from hwvirt.hdl.entry_check_catalogue import CHECKS

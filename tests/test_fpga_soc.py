@@ -12,9 +12,6 @@ Verilog black box, and the rest alone runs at ~1800 cycles/s (see fpga/README.md
 
 import os
 import re
-import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -31,11 +28,8 @@ pytestmark = [
 
 
 def _has_picorv32():
-    try:
-        import pythondata_cpu_picorv32  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+    return importlib.util.find_spec("pythondata_cpu_picorv32") is not None
 
 
 pytestmark.append(pytest.mark.skipif(not _has_picorv32(), reason="pythondata-cpu-picorv32 not installed"))

@@ -11,15 +11,12 @@ under random bus latency, with the cycle bound asserted on every walk.
 """
 
 import functools
-import random
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from hwvirt.hdl.bus import WishboneSignature
-from hwvirt.hdl.ept_walker import (
-    Access, EPTWalker, Invalidation, InvalidationKind as K, Outcome, WalkRequest, WalkResult,
-)
+from hwvirt.hdl.ept_walker import (EPTWalker, Invalidation, InvalidationKind as K, Outcome, WalkRequest, WalkResult)
 from hwvirt.sim.ept_bench import EPTSimulation
 
 import ept_model as model

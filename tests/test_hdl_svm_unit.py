@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from hwvirt.hdl.svm_check_catalogue import CHECKS, VMCB_BY_NAME
-from hwvirt.hdl.svm_unit import HOST_WORDS, LOAD_WORDS, SVMUnit
+from hwvirt.hdl.svm_unit import LOAD_WORDS, SVMUnit
 from hwvirt.sim.svm_runner import check_vmcb_image, format_vmcb_check, run_svm_scenario
 
 import svm_model

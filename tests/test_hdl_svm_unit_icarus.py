@@ -1,26 +1,17 @@
-"""The SVM unit's generated Verilog under cocotb + Icarus Verilog: the bhyve examples and a table of
-exits with memory wait states give the same JSON rows (outcomes, exit information, cycle counts) as
-Amaranth's simulator."""
+"""The SVM unit's generated Verilog under cocotb + Icarus Verilog: a table of exits with memory wait
+states gives the same JSON rows (outcomes, exit information, cycle counts) as Amaranth's simulator.
+The bhyve examples are compared on both simulators by tests/test_sim_examples.py."""
 
 import pytest
 
 from hwvirt.sim.icarus import icarus_available
-from hwvirt.sim.svm_runner import load_svm_scenario, run_svm_scenario
+from hwvirt.sim.svm_runner import run_svm_scenario
 
 from svm_model import BASELINE
 
 
 pytestmark = [pytest.mark.icarus,
               pytest.mark.skipif(not icarus_available(), reason="Icarus Verilog not installed")]
-
-
-@pytest.mark.parametrize("name", ["bhyve_vmcb_init", "bhyve_no_vmrun_intercept"])
-def test_example_agrees_with_pysim(name):
-    scenario = load_svm_scenario(f"examples/{name}.toml")
-    pysim = run_svm_scenario(scenario, backend="pysim")
-    icarus = run_svm_scenario(scenario, backend="icarus")
-    assert pysim["passed"], [r for r in pysim["steps"] if not r["expect_ok"]]
-    assert icarus["steps"] == pysim["steps"]
 
 
 def test_exits_with_wait_states_agree_with_pysim():

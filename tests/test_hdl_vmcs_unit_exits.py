@@ -8,7 +8,6 @@ instruction, VMRESUME), and compares every step and the guest state the VMCS hol
 
 import random
 
-import pytest
 from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings, strategies as st
 
