@@ -454,7 +454,7 @@ def test_default_length():
         "monitor": 3, "vmcall": 3, "rdtscp": 3, "cr_write": 3, "cr_read": 3, "dr_write": 3,
         "dr_read": 3, "rdrand": 3, "rdseed": 3, "lmsw": 3, "descriptor": 3, "vminstr": 3,
         "task_switch": 2, "invpcid": 5, "invlpg": 3, "exception": 1,
-        "nmi": 0, "extint": 0, "init": 0, "sipi": 0, "triple_fault": 0, "run": 0,
+        "nmi": 0, "extint": 0, "init": 0, "sipi": 0, "triple_fault": 0, "run": 0, "smi": 0, "mem": 0,
     }
 
 

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The SVM unit (:mod:`hwvirt.hdl.svm_unit`) on Amaranth's simulator, against :mod:`svm_model`.
 
 * Signature; host MSRs and the #UD/#GP rules of the SVM instructions.
@@ -311,7 +312,7 @@ def test_random_intercepts_match_the_model(cases):
         # random bytes where this event's permission-map bits live
         touched = []
         if ev["event"] == "io":
-            touched = [IOPM + (p >> 3) for p in range(ev["port"], ev["port"] + ev["size"])]
+            touched = [IOPM + (p >> 3) for p in range(ev["port"], ev["port"] + ev.get("size", 1))]
         elif ev["event"] in ("rdmsr", "wrmsr"):
             bit = svm_model.msrpm_bit(ev["msr"], ev["event"] == "wrmsr")
             touched = [MSRPM + bit // 8] if bit is not None else []

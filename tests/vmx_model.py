@@ -82,6 +82,7 @@ from hwvirt.hdl.entry_check_catalogue import BY_ID, CHECKS, CheckGroup
 from hwvirt.hdl.entry_checks import entry_fields_layout
 from hwvirt.hdl.vmcs_fields import BY_NAME, VMCS_FIELDS
 
+import exit_model
 from entry_model import reference_failures, reference_msr_entry
 
 
@@ -124,6 +125,15 @@ _WIDTH_BITS = {0: 16, 1: 64, 2: 32, 3: 64}      # encoding bits 14:13 → storag
 _CATALOGUE_INDEX = {f.encoding: k for k, f in enumerate(VMCS_FIELDS)}
 _ENC_VM_INSTRUCTION_ERROR = 0x4400
 _ENC_VM_EXIT_REASON = 0x4402
+#: MSR → (guest field a VM exit saves it to, width mask, VM-exit control that makes it saved or None).
+_SAVED_MSRS = {0x174: ("GUEST_SYSENTER_CS", MASK32, None), 0x175: ("GUEST_SYSENTER_ESP", MASK64, None),
+               0x176: ("GUEST_SYSENTER_EIP", MASK64, None), 0x1D9: ("GUEST_IA32_DEBUGCTL", MASK64, 2),
+               0x277: ("GUEST_IA32_PAT", MASK64, 18), 0xC000_0080: ("GUEST_IA32_EFER", MASK64, 20)}
+#: The exit-information fields an exit without event information writes as 0 (the unit writes
+#: every one of them on every exit).
+_EXIT_INFO_ZEROED = ("EXIT_QUALIFICATION", "VM_EXIT_INTR_INFO", "VM_EXIT_INTR_ERROR_CODE",
+                     "IDT_VECTORING_INFO_FIELD", "IDT_VECTORING_ERROR_CODE", "VM_EXIT_INSTRUCTION_LEN",
+                     "VMX_INSTRUCTION_INFO", "GUEST_LINEAR_ADDRESS", "GUEST_PHYSICAL_ADDRESS")
 _ENC_EXIT_QUALIFICATION = 0x6400
 _ENC_INTR_INFO = BY_NAME["VM_ENTRY_INTR_INFO_FIELD"].encoding
 
@@ -214,6 +224,8 @@ class VMXModel:
         self.vmxon_pointer = None
         self.slots = [None] * cache_slots
         self.current = None             # slot index of the current VMCS, or None
+        self.injected_vectoring = False  # the last VM entry injected a vectoring event
+        self.msr_loaded = {}             # … and set these MSRs from its MSR-load list
         self.victim_next = 0
         self.bus_words = 0
 
@@ -315,10 +327,35 @@ class VMXModel:
 
     def _vm_exit(self, name):
         reason = EXIT_REASONS[name]
-        self._store(_ENC_VM_EXIT_REASON, reason)
-        self._store(_ENC_EXIT_QUALIFICATION, 0)
-        self.non_root = False
+        self._exit_switch(reason)
         return self._row("exit", exit_reason=reason, qualification=0)
+
+    def _exit_switch(self, reason):
+        """A VM exit with no event information (SDM vol. 3C §28.2–28.3): the exit reason, every other
+        exit-information field 0, and the guest state saved — as the entry loaded it, except that
+        a vectoring event the entry injected ended blocking by STI/MOV SS and made the guest active
+        (§27.7.1). The VM-exit MSR lists are left to tests/test_hdl_vmcs_unit_exits.py."""
+        self._store(_ENC_VM_EXIT_REASON, reason)
+        for name in _EXIT_INFO_ZEROED:
+            self._store(BY_NAME[name].encoding, 0)
+        slot = self.slots[self.current]
+        # MSRs the entry's MSR-load list set are the guest's values the exit saves (§28.3.3).
+        exit_controls = self._field(slot, "VM_EXIT_CONTROLS")
+        for msr, (name, mask, control) in _SAVED_MSRS.items():
+            if msr in self.msr_loaded and (control is None or _bit(exit_controls, control)):
+                self._store(BY_NAME[name].encoding, self.msr_loaded[msr] & mask)
+        if self.caps.misc >> 5 & 1:
+            # "IA-32e mode guest" := the guest's IA32_EFER.LMA (IA32_VMX_MISC[5]): from the MSR-load
+            # list if it set EFER, else from the VMCS as the entry loaded it (§27.3.2.1).
+            entry = self._field(slot, "VM_ENTRY_CONTROLS")
+            lma = (self.msr_loaded[0xC000_0080] >> 10 & 1 if 0xC000_0080 in self.msr_loaded else
+                   _bit(self._field(slot, "GUEST_IA32_EFER"), 10) if _bit(entry, 15) else _bit(entry, 9))
+            self._store(BY_NAME["VM_ENTRY_CONTROLS"].encoding, (entry & ~(1 << 9)) | lma << 9)
+        if self.injected_vectoring:
+            self._store(BY_NAME["GUEST_INTERRUPTIBILITY_INFO"].encoding,
+                        self._field(slot, "GUEST_INTERRUPTIBILITY_INFO") & ~0b11)
+            self._store(BY_NAME["GUEST_ACTIVITY_STATE"].encoding, 0)
+        self.non_root = False
 
     def _common(self, name, extra_ud=False):
         """The common checks (SDM vol. 3C §31.2): #UD, VM exit in non-root, #GP(0) for CPL > 0."""
@@ -589,6 +626,13 @@ class VMXModel:
         self._store(_ENC_VM_EXIT_REASON, exit_reason)
         self._store(_ENC_EXIT_QUALIFICATION, qualification)
         self.non_root = False
+        # The host state is loaded as on a VM exit, then the VM-exit MSR-load list is read (§27.8,
+        # §28.6): two words an entry. The model keeps no MSRs; it counts the reads.
+        slot = self.slots[self.current]
+        table = self._field(slot, "VM_EXIT_MSR_LOAD_ADDR")
+        for i in range(self._field(slot, "VM_EXIT_MSR_LOAD_COUNT") & MASK32):
+            self._mem_read(table + 16 * i, 8)
+            self._mem_read(table + 16 * i + 8, 8)
         return self._row("entry_failed", exit_reason=exit_reason, qualification=qualification,
                          check=check, checks=checks)
 
@@ -605,6 +649,7 @@ class VMXModel:
             row.update(check=first, checks=failing)
             return row
         # The VM-entry MSR-load list (§27.4), one 16-byte entry at a time.
+        loaded = {}                     # MSRs the VM-entry MSR-load list set, by index
         count = self._field(slot, "VM_ENTRY_MSR_LOAD_COUNT") & MASK32
         table = self._field(slot, "VM_ENTRY_MSR_LOAD_ADDR")
         for number in range(1, count + 1):
@@ -615,6 +660,7 @@ class VMXModel:
             if ids:
                 ids = sorted(ids, key=_CATALOGUE_POSITION.get)
                 return self._entry_failure(CheckGroup.MSR_LOAD.value, number, ids[0], ids)
+            loaded[word0 & MASK32] = value
         # Success: event injection (§27.6) clears the valid bit; launch state (§31.3); non-root.
         injected = None
         info = self._field(slot, "VM_ENTRY_INTR_INFO_FIELD")
@@ -625,6 +671,23 @@ class VMXModel:
         if name == "vmlaunch":
             slot.launched = True
         self.non_root = True
+        self.injected_vectoring = injected is not None and injected["type"] != 7
+        self.msr_loaded = loaded
+        # An exit due before the first guest instruction is the result of the entry itself
+        # (SDM vol. 3C §27.7: pending MTF, preemption timer 0, open NMI / interrupt window).
+        fields = {f.name: self._field(slot, f.name) for f in VMCS_FIELDS}
+        proc = fields["CPU_BASED_VM_EXEC_CONTROL"]
+        interruptibility = fields["GUEST_INTERRUPTIBILITY_INFO"]
+        if self.injected_vectoring:
+            interruptibility &= ~0b11
+        mtf_pending = injected is not None and (
+            (injected["type"] == 7 and injected["vector"] == 0) or (injected["type"] != 7 and _bit(proc, 27)))
+        timer_zero = _bit(fields["PIN_BASED_VM_EXEC_CONTROL"], 6) and fields["VMX_PREEMPTION_TIMER_VALUE"] == 0
+        due = exit_model.boundary(fields, {"interruptibility": interruptibility, "rflags": fields["GUEST_RFLAGS"]},
+                                  at_entry=True, mtf_pending=mtf_pending, timer_expired=timer_zero)
+        if due is not None and not (injected is not None and due.reason in (7, 8)):
+            self._exit_switch(due.reason)
+            return self._row("exit", exit_reason=due.reason, qualification=0, checks=[], injected=injected)
         return self._row("entered", checks=[], injected=injected)
 
     def vmlaunch(self):
