@@ -336,13 +336,36 @@ def test_mode_based_execute():
 
 # -- timing -----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("latency, cycles", [(0, 9), (1, 13), (3, 21)])
+@pytest.mark.parametrize("latency, cycles", [(0, 13), (1, 17), (3, 25)])
 def test_cold_walk_cycles(latency, cycles):
     space, eptp, _ = ept_case(HPA_4K | RWX | WB)
-    cold, hit = walk([req(eptp=eptp, gpa=GPA), req(eptp=eptp, gpa=GPA)], space.mem, latency=latency)
-    # 4 reads of (latency + 1) cycles, one check cycle per level, one cycle from acceptance
-    assert cold["cycles"] == cycles == 4 * (latency + 1) + 4 + 1
-    assert hit["cycles"] == 1 and hit["tlb_hit"] == 1
+    space.map(eptp & FRAME, GPA + 0x1000, HPA_4K + 0x1000 | RWX | WB)
+    cold, hit, pwc = walk([req(eptp=eptp, gpa=GPA), req(eptp=eptp, gpa=GPA), req(eptp=eptp, gpa=GPA + 0x1000)],
+                          space.mem, latency=latency)
+    # acceptance, lookup, cache selection and walk set-up (4 cycles); per level a read of
+    # (latency + 1) cycles and a check cycle (the cycle acting on a non-leaf entry's check is the
+    # first cycle of the next level's read); one cycle acting on the leaf's check (the result)
+    assert cold["cycles"] == cycles == 4 + 4 * (latency + 1 + 1) + 1
+    # a TLB hit: acceptance, lookup, selection (the result is registered from the selected entry)
+    assert hit["cycles"] == 3 and hit["tlb_hit"] == 1
+    # a paging-structure-cache hit on the page table: one level of the cold walk
+    assert pwc["pwc_hits"] == 3 and pwc["cycles"] == 4 + (latency + 1 + 1) + 1
+
+
+def test_context_switch_cycles():
+    """The caches keep match bits for the context of the last request: a request of another
+    context (EPTP, or for 2D requests VPID / CR3), while any entry is valid, first scans the
+    entries (one per cycle) and looks up again."""
+    space, roots = two_contexts()
+    eptps = [root | EPTP_FLAGS for root in roots]
+    # the selection state finds the match bits are for another context (1), the scan (8 entries
+    # through a 3-stage pipeline: 10), a second lookup (1)
+    scan = 1 + 8 + 2 + 1
+    cold = 4 + 4 * 2 + 1
+    a, b, a2, b2 = walk([req(eptp=eptps[0], gpa=GPA), req(eptp=eptps[1], gpa=GPA),
+                         req(eptp=eptps[0], gpa=GPA), req(eptp=eptps[1], gpa=GPA)], space.mem)
+    assert [r["cycles"] for r in (a, b, a2, b2)] == [cold, cold + scan, 3 + scan, 3 + scan]
+    assert [r["tlb_hit"] for r in (a, b, a2, b2)] == [0, 0, 1, 1]
 
 
 # -- caches and invalidation ------------------------------------------------------------------------------

@@ -4,6 +4,8 @@
   :mod:`tests.exit_model` (whose own tests hold the literal expectations from the facts).
 * Property (hypothesis): batches of random events, controls, guest states and bitmap contents.
 * The boundary exits (pending MTF, preemption timer, NMI and interrupt windows).
+* The timing contract: every case is run at the documented latencies (``PREPARE_LATENCY``,
+  ``DECIDE_LATENCY``) of the clocked decider, and one test checks them edge by edge.
 * The tables the scenario layer and the gateware share agree with the model's.
 """
 
@@ -36,14 +38,62 @@ def memory_of(seed):
     return lambda address: random.Random(seed * 0x1_0000_0001 + address).getrandbits(8)
 
 
+def present(ctx, dut, case):
+    """Drive the decider's inputs (all but ``bitmap_words``) for one case."""
+    event, vmcs, guest, _, boundary = case
+    ctx.set(dut.event.as_value(), pack(GuestEvent, guest_events.encode(event)))
+    controls = dut.controls
+    proc = vmcs.get("CPU_BASED_VM_EXEC_CONTROL", 0)
+    for member, name in (
+            ("pin", "PIN_BASED_VM_EXEC_CONTROL"), ("proc", "CPU_BASED_VM_EXEC_CONTROL"),
+            ("exit", "VM_EXIT_CONTROLS"), ("exception_bitmap", "EXCEPTION_BITMAP"),
+            ("pfec_mask", "PAGE_FAULT_ERROR_CODE_MASK"), ("pfec_match", "PAGE_FAULT_ERROR_CODE_MATCH"),
+            ("cr0_mask", "CR0_GUEST_HOST_MASK"), ("cr4_mask", "CR4_GUEST_HOST_MASK"),
+            ("cr0_shadow", "CR0_READ_SHADOW"), ("cr4_shadow", "CR4_READ_SHADOW"),
+            ("cr3_target_count", "CR3_TARGET_COUNT"), ("io_bitmap_a", "IO_BITMAP_A"),
+            ("io_bitmap_b", "IO_BITMAP_B"), ("msr_bitmap", "MSR_BITMAP"),
+            ("tsc_offset", "TSC_OFFSET"), ("tpr_threshold", "TPR_THRESHOLD")):
+        ctx.set(getattr(controls, member), vmcs.get(name, 0))
+    # The unit hands the decider the secondary controls only when they are activated.
+    ctx.set(controls.proc2, vmcs.get("SECONDARY_VM_EXEC_CONTROL", 0) if proc >> 31 & 1 else 0)
+    for i in range(4):
+        ctx.set(controls.cr3_targets[i], vmcs.get(f"CR3_TARGET_VALUE{i}", 0))
+    ctx.set(dut.guest.as_value(), pack(GuestRegisters, {k: guest[k] for k in GUEST_KEYS}))
+    ctx.set(dut.tsc, guest["tsc"])
+    ctx.set(dut.at_entry, boundary["at_entry"])
+    ctx.set(dut.mtf_pending, boundary["mtf_pending"])
+    ctx.set(dut.timer_expired, boundary["timer_expired"])
+
+
+def bitmap_words(ctx, dut, memory):
+    """The words the decider names (``bitmap_reads``, ``bitmap_addr``) read from ``memory``; 0 beyond."""
+    reads = ctx.get(dut.bitmap_reads)
+    words = []
+    for i in range(2):
+        address = ctx.get(dut.bitmap_addr[i])
+        words.append(sum(memory(address + b) << (8 * b) for b in range(8)) if i < reads else 0)
+    return words[0] | words[1] << 64
+
+
+def outcome(ctx, dut):
+    """The decision and the guest state afterwards, as dicts."""
+    return (unpack(ExitDecision, ctx.get(dut.decision.as_value())),
+            unpack(GuestRegisters, ctx.get(dut.next_guest.as_value())))
+
+
 class DeciderBench:
-    """One :class:`ExitDecider` in one pysim simulation, kept running between batches."""
+    """One :class:`ExitDecider` in one clocked pysim simulation, kept running between batches.
+
+    Each case follows the decider's timing contract: the inputs are presented and held; after
+    ``PREPARE_LATENCY`` clock edges the boundary exit and the bitmap words it names are read, and
+    the words presented; after ``DECIDE_LATENCY`` more edges the decision is read.
+    """
 
     def __init__(self):
         self.dut = ExitDecider()
         self.jobs = collections.deque()
-        self.steps = 0
         self.sim = Simulator(self.dut)
+        self.sim.add_clock(1e-6)
         self.sim.add_testbench(self._testbench, background=True)
 
     async def _testbench(self, ctx):
@@ -51,47 +101,21 @@ class DeciderBench:
         while True:
             while self.jobs:
                 case, out = self.jobs.popleft()
-                event, vmcs, guest, memory, boundary = case
-                ctx.set(dut.event.as_value(), pack(GuestEvent, guest_events.encode(event)))
-                controls = dut.controls
-                proc = vmcs.get("CPU_BASED_VM_EXEC_CONTROL", 0)
-                for member, name in (
-                        ("pin", "PIN_BASED_VM_EXEC_CONTROL"), ("proc", "CPU_BASED_VM_EXEC_CONTROL"),
-                        ("exit", "VM_EXIT_CONTROLS"), ("exception_bitmap", "EXCEPTION_BITMAP"),
-                        ("pfec_mask", "PAGE_FAULT_ERROR_CODE_MASK"), ("pfec_match", "PAGE_FAULT_ERROR_CODE_MATCH"),
-                        ("cr0_mask", "CR0_GUEST_HOST_MASK"), ("cr4_mask", "CR4_GUEST_HOST_MASK"),
-                        ("cr0_shadow", "CR0_READ_SHADOW"), ("cr4_shadow", "CR4_READ_SHADOW"),
-                        ("cr3_target_count", "CR3_TARGET_COUNT"), ("io_bitmap_a", "IO_BITMAP_A"),
-                        ("io_bitmap_b", "IO_BITMAP_B"), ("msr_bitmap", "MSR_BITMAP"),
-                        ("tsc_offset", "TSC_OFFSET"), ("tpr_threshold", "TPR_THRESHOLD")):
-                    ctx.set(getattr(controls, member), vmcs.get(name, 0))
-                # The unit hands the decider the secondary controls only when they are activated.
-                ctx.set(controls.proc2, vmcs.get("SECONDARY_VM_EXEC_CONTROL", 0) if proc >> 31 & 1 else 0)
-                for i in range(4):
-                    ctx.set(controls.cr3_targets[i], vmcs.get(f"CR3_TARGET_VALUE{i}", 0))
-                ctx.set(dut.guest.as_value(), pack(GuestRegisters, {k: guest[k] for k in GUEST_KEYS}))
-                ctx.set(dut.tsc, guest["tsc"])
-                ctx.set(dut.at_entry, boundary["at_entry"])
-                ctx.set(dut.mtf_pending, boundary["mtf_pending"])
-                ctx.set(dut.timer_expired, boundary["timer_expired"])
-                reads = ctx.get(dut.bitmap_reads)
-                words = []
-                for i in range(2):
-                    address = ctx.get(dut.bitmap_addr[i])
-                    words.append(sum(memory(address + b) << (8 * b) for b in range(8)) if i < reads else 0)
-                ctx.set(dut.bitmap_words.as_value(), words[0] | words[1] << 64)
-                decision = unpack(ExitDecision, ctx.get(dut.decision.as_value()))
-                after = unpack(GuestRegisters, ctx.get(dut.next_guest.as_value()))
-                out.append((decision, after, ctx.get(dut.boundary_exit), ctx.get(dut.boundary_reason)))
-            await ctx.delay(1e-6)
+                present(ctx, dut, case)
+                await ctx.tick().repeat(ExitDecider.PREPARE_LATENCY)
+                boundary = ctx.get(dut.boundary_exit), ctx.get(dut.boundary_reason)
+                ctx.set(dut.bitmap_words.as_value(), bitmap_words(ctx, dut, case[3]))
+                await ctx.tick().repeat(ExitDecider.DECIDE_LATENCY)
+                out.append((*outcome(ctx, dut), *boundary))
+            await ctx.tick()
 
     def run(self, cases):
         out = []
         for case in cases:
             self.jobs.append((case, out))
-        self.sim.run_until((self.steps + 0.5) * 1e-6)
-        self.steps += 1
-        assert len(out) == len(cases) and not self.jobs
+        while len(out) < len(cases):
+            self.sim.advance()
+        assert not self.jobs
         return out
 
 
@@ -229,6 +253,78 @@ def test_table(bench, name, event, vmcs, guest, seed):
     case = (event, vmcs, base_guest(**guest), memory_of(seed), NO_BOUNDARY)
     [result] = bench.run([case])
     assert compare(case, result) == []
+
+
+# -- the timing contract -------------------------------------------------------------------------------
+
+def test_latency_contract():
+    """The latencies of :class:`ExitDecider`'s docstring, cycle by cycle, with a TSC that counts every
+    cycle as in the unit: each output takes its new value exactly at its latency, not an edge earlier."""
+    P, D = ExitDecider.PREPARE_LATENCY, ExitDecider.DECIDE_LATENCY
+    dut = ExitDecider()
+    t0, offset = 0x1234_5678, 0x100
+    rdtsc = ({"event": "rdtsc"}, {"CPU_BASED_VM_EXEC_CONTROL": 1 << 3, "TSC_OFFSET": offset},
+             base_guest(tsc=t0), memory_of(None), NO_BOUNDARY)
+    # OUT DX, EAX at 7FFEh: ports 7FFEh–7FFFh in bitmap A's last word, 8000h–8001h in B's first;
+    # port 8001h's bit is set. The preemption timer has expired too.
+    io_event = {"event": "io", "port": 0x7FFE, "size": 4}
+    io_vmcs = {"CPU_BASED_VM_EXEC_CONTROL": 1 << 25, "IO_BITMAP_A": IO_A, "IO_BITMAP_B": IO_B}
+    port_8001_set = lambda address: 0b10 if address == IO_B else 0
+    timer = {**NO_BOUNDARY, "timer_expired": 1}
+    io = (io_event, io_vmcs, base_guest(), port_8001_set, timer)
+    io_clear = (io_event, io_vmcs, base_guest(), memory_of(None), timer)
+    assert exit_model.decide(*io[:4]).exit and not exit_model.decide(*io_clear[:4]).exit
+
+    async def testbench(ctx):
+        cycle = 0
+
+        async def tick(count=1):
+            nonlocal cycle
+            for _ in range(count):
+                await ctx.tick()
+                cycle += 1
+                ctx.set(dut.tsc, t0 + cycle)            # the TSC of cycle n is t0 + n
+
+        def result():
+            return (*outcome(ctx, dut), None, None)
+
+        # RDTSC held: the value is the TSC of D cycles before, plus the offset.
+        present(ctx, dut, rdtsc)
+        ctx.set(dut.bitmap_words.as_value(), 0)
+        await tick(P + D)
+        for _ in range(4):
+            decision, _ = result()[:2]
+            assert decision["value_valid"] and not decision["exit"]
+            assert decision["value"] == t0 + cycle - D + offset
+            await tick()
+
+        # The I/O access, presented in cycle c: the bitmap words and the boundary exit after P edges.
+        present(ctx, dut, io)
+        ctx.set(dut.tsc, t0 + cycle)
+        await tick(P - 1)
+        assert (ctx.get(dut.bitmap_reads), ctx.get(dut.boundary_exit)) == (0, 0)
+        await tick()
+        assert ctx.get(dut.bitmap_reads) == 2
+        assert [ctx.get(dut.bitmap_addr[i]) for i in range(2)] == [IO_A + 0xFF8, IO_B]
+        assert (ctx.get(dut.boundary_exit), ctx.get(dut.boundary_reason)) == (1, 52)
+        # ... the words presented in cycle c + P: the decision after D more edges, not one earlier.
+        ctx.set(dut.bitmap_words.as_value(), bitmap_words(ctx, dut, io[3]))
+        await tick(D - 1)
+        assert compare(io, result()) != []
+        await tick()
+        assert compare(io, result()) == [] and result()[0]["reason"] == 30
+
+        # New words (the bit clear): the decision follows D edges later.
+        ctx.set(dut.bitmap_words.as_value(), bitmap_words(ctx, dut, io_clear[3]))
+        for _ in range(D):
+            assert compare(io, result()) == []
+            await tick()
+        assert compare(io_clear, result()) == []
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
 
 
 def test_table_covers_every_event():

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 from hwvirt.hdl.capabilities import DEFAULT_FEATURES, MSR, VMXCapabilities
+from hwvirt.hdl.exit_logic import ExitDecider
 from hwvirt.hdl.vmcs_fields import BY_NAME, VMCS_FIELDS, FieldType, field_name, lookup_encoding
 from hwvirt.hdl.vmcs_unit import VMCSUnit
 from hwvirt.sim.runner import run_scenario
@@ -82,12 +83,14 @@ def describe(scn, index, hw, expected):
 
 
 #: Cycles a VM entry that reaches the consistency checks may take beyond its bus transfers and the
-#: gather of the checked fields (one store row a cycle): the check, the decision, the result.
-ENTRY_OVERHEAD = 8
+#: gather of the checked fields (one store row a cycle): the check, the decision, the result, and the
+#: exit decider's first stage at the entry boundary.
+ENTRY_OVERHEAD = 8 + ExitDecider.PREPARE_LATENCY
 #: Fields the random programs leave at 0 (see :func:`random_program`).
 EXIT_MSR_COUNTS = ("VM_EXIT_MSR_STORE_COUNT", "VM_EXIT_MSR_LOAD_COUNT")
-#: … and a VM exit beyond its save rows: the decision, the host-state load, the result.
-EXIT_OVERHEAD = 4
+#: … and a VM exit beyond its save rows: the exit decider's pipeline (its declared latencies), the
+#: host-state load, the result.
+EXIT_OVERHEAD = 3 + ExitDecider.PREPARE_LATENCY + ExitDecider.DECIDE_LATENCY
 
 
 def compare(scn, *, cycle_slack=4):
