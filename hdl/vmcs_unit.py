@@ -743,12 +743,17 @@ class VMCSUnit(wiring.Component):
         msr_list = field("VM_ENTRY_MSR_LOAD_ADDR")
         msr_number = Signal(32)                        # 1-based entry being processed
         msr_word0 = Signal(64)
+        msr_word1 = Signal(64)
         msr_entry_base = msr_list[4:maxphy] + (msr_number - 1)[:maxphy]   # in 16-byte units
+        # The MSR-load checker sees registered words, and its verdicts are registered before the
+        # first failure is picked (timing: entry words → checks → first failure → the next state
+        # do not fit one clock cycle).
+        msr_entry_failures = Signal(len(MSR_LOAD_CHECKS))
         m.d.comb += [
             msr_checker.number.eq(msr_number),
             msr_checker.msr.eq(msr_word0[0:32]),
             msr_checker.reserved.eq(msr_word0[32:64]),
-            msr_checker.value.eq(self.bus.dat_r),
+            msr_checker.value.eq(msr_word1),
         ]
 
         def first_failing(failures, checks, *, group):
@@ -764,6 +769,10 @@ class VMCSUnit(wiring.Component):
             return any_, index, qualification
 
         entry_positions = [CHECKS.index(c) for c in ENTRY_CHECKS]
+        # (failed, check, qualification) of the first failing entry check of each group, registered.
+        entry_picks = tuple((Signal(name=f"{group}_failed_q"), Signal(8, name=f"{group}_check_q"),
+                             Signal(3, name=f"{group}_qualification_q"))
+                            for group in ("controls", "host", "guest"))
         msr_positions = [CHECKS.index(c) for c in MSR_LOAD_CHECKS]
 
         def load_guest_state():
@@ -1342,11 +1351,19 @@ class VMCSUnit(wiring.Component):
                              for bit, pos in enumerate(entry_positions)]
                 m.next = "Entry-Decide"
             with m.State("Entry-Decide"):
+                # The first failure of each group, registered (timing: picking it and acting on it
+                # do not fit one clock cycle).
                 failures = Cat(self.entry_failures[pos] for pos in entry_positions)
-                ctl_failed, ctl_check, _ = first_failing(failures, ENTRY_CHECKS, group=CheckGroup.CONTROLS)
-                host_failed, host_check, _ = first_failing(failures, ENTRY_CHECKS, group=CheckGroup.HOST)
-                guest_failed, guest_check, guest_qualification = first_failing(
-                    failures, ENTRY_CHECKS, group=CheckGroup.GUEST)
+                picks = (
+                    first_failing(failures, ENTRY_CHECKS, group=CheckGroup.CONTROLS),
+                    first_failing(failures, ENTRY_CHECKS, group=CheckGroup.HOST),
+                    first_failing(failures, ENTRY_CHECKS, group=CheckGroup.GUEST),
+                )
+                m.d.sync += [Cat(*picked).eq(Cat(*pick)) for picked, pick in zip(entry_picks, picks)]
+                m.next = "Entry-Act"
+            with m.State("Entry-Act"):
+                (ctl_failed, ctl_check, _), (host_failed, host_check, _), \
+                    (guest_failed, guest_check, guest_qualification) = entry_picks
                 with m.If(ctl_failed):
                     m.d.sync += result.check.eq(ctl_check)
                     vmfail(VMInstructionError.ENTRY_INVALID_CONTROL_FIELD)
@@ -1369,21 +1386,26 @@ class VMCSUnit(wiring.Component):
                     m.next = "Entry-MSR-Read-Value"
             with m.State("Entry-MSR-Read-Value"):
                 bus_access(Cat(Const(1, 1), msr_entry_base))
-                msr_failures = msr_checker.failures
-                msr_failed, msr_check, _ = first_failing(msr_failures, MSR_LOAD_CHECKS,
-                                                         group=CheckGroup.MSR_LOAD)
                 with m.If(self.bus.ack):
-                    with m.If(msr_failed):
-                        m.d.sync += [self.entry_failures[pos].eq(msr_failures[bit])
-                                     for bit, pos in enumerate(msr_positions)]
-                        entry_failure(ExitReason.ENTRY_FAIL_MSR_LOADING, msr_number, msr_check)
+                    m.d.sync += msr_word1.eq(self.bus.dat_r)
+                    m.next = "Entry-MSR-Check"
+            with m.State("Entry-MSR-Check"):
+                m.d.sync += msr_entry_failures.eq(msr_checker.failures)
+                m.next = "Entry-MSR-Decide"
+            with m.State("Entry-MSR-Decide"):
+                msr_failed, msr_check, _ = first_failing(msr_entry_failures, MSR_LOAD_CHECKS,
+                                                         group=CheckGroup.MSR_LOAD)
+                with m.If(msr_failed):
+                    m.d.sync += [self.entry_failures[pos].eq(msr_entry_failures[bit])
+                                 for bit, pos in enumerate(msr_positions)]
+                    entry_failure(ExitReason.ENTRY_FAIL_MSR_LOADING, msr_number, msr_check)
+                with m.Else():
+                    load_msr(msr_word0[0:32], msr_word1)
+                    m.d.sync += msr_number.eq(msr_number + 1)
+                    with m.If(msr_number == msr_count):
+                        m.next = "Entry-Complete"
                     with m.Else():
-                        load_msr(msr_word0[0:32], self.bus.dat_r)
-                        m.d.sync += msr_number.eq(msr_number + 1)
-                        with m.If(msr_number == msr_count):
-                            m.next = "Entry-Complete"
-                        with m.Else():
-                            m.next = "Entry-MSR-Read-Index"
+                        m.next = "Entry-MSR-Read-Index"
             with m.State("Entry-Complete"):
                 # SDM vol. 3C §27.6, §27.7: inject the event, clear the valid bit of the
                 # interruption-information field, mark the VMCS launched, enter non-root operation.

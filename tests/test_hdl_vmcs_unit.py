@@ -1118,5 +1118,7 @@ def test_vm_entry_cycles():
         assert words[i] == variants[name][1], (name, words[i])
     print(f"VM-entry cycles: {cycles}")
     assert cycles["baseline"] <= ENTRY_CYCLE_BOUND, cycles
-    for name, (_, fetched) in variants.items():
-        assert fetched <= cycles[name] - cycles["baseline"] <= fetched + 3, (name, cycles)
+    for name, (fields, fetched) in variants.items():
+        # Each MSR-load entry is checked and its first failure picked in two registered steps.
+        checking = 2 * fields.get("VM_ENTRY_MSR_LOAD_COUNT", 0)
+        assert fetched + checking <= cycles[name] - cycles["baseline"] <= fetched + checking + 3, (name, cycles)

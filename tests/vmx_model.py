@@ -228,6 +228,7 @@ class VMXModel:
         self.msr_loaded = {}             # … and set these MSRs from its MSR-load list
         self.victim_next = 0
         self.bus_words = 0
+        self.msr_entries_checked = 0     # VM-entry MSR-load entries the last instruction checked
 
     # -- configuration answers, from the MSR values (SDM vol. 3D appendix A) ---------------------
 
@@ -410,6 +411,7 @@ class VMXModel:
 
     def _begin(self):
         self.bus_words = 0
+        self.msr_entries_checked = 0
 
     def vmxon(self, ptr):
         self._begin()
@@ -656,6 +658,7 @@ class VMXModel:
             address = table + 16 * (number - 1)
             word0 = self._mem_read(address, 8)
             value = self._mem_read(address + 8, 8)
+            self.msr_entries_checked += 1
             ids = reference_msr_entry(self.caps, number, word0 & MASK32, word0 >> 32, value)
             if ids:
                 ids = sorted(ids, key=_CATALOGUE_POSITION.get)
@@ -857,10 +860,14 @@ def model_for(scn):
 
 
 def model_rows(scn, model=None):
-    """Replay a scenario on the model; return (rows, bus words per step, model)."""
+    """Replay a scenario on the model; return (rows, bus words per step, model).
+
+    ``model.msr_entries_by_step`` holds the VM-entry MSR-load entries each step checked."""
     model = model or model_for(scn)
     rows, words = [], []
+    model.msr_entries_by_step = []
     for s in scn.steps:
         rows.append(model.execute(s.op, s.args))
         words.append(model.bus_words)
+        model.msr_entries_by_step.append(model.msr_entries_checked)
     return rows, words, model
