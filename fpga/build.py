@@ -313,13 +313,12 @@ def timing_verdict(summary):
     """``"meets"`` the clock constraint, ``"oscillator"`` (misses it but runs at the board's
     oscillator frequency, which is how the bitstream is clocked) or ``"fails"`` (too slow even for the
     oscillator: the bitstream would not work)."""
-    achieved = [f for f in summary["fmax_mhz"].values() if f is not None]
+    achieved = {clk: f for clk, f in summary["fmax_mhz"].items() if f is not None}
     if not achieved:
         return "fails"
-    worst = min(achieved)
-    if all(f >= summary["target_mhz"].get(clk, 0) for clk, f in summary["fmax_mhz"].items() if f is not None):
+    if all(f >= summary["target_mhz"].get(clk, 0) for clk, f in achieved.items()):
         return "meets"
-    return "oscillator" if worst >= summary["oscillator_mhz"] else "fails"
+    return "oscillator" if min(achieved.values()) >= summary["oscillator_mhz"] else "fails"
 
 
 def _placement_fmax(log, target_hz):

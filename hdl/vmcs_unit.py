@@ -770,9 +770,10 @@ class VMCSUnit(wiring.Component):
 
         entry_positions = [CHECKS.index(c) for c in ENTRY_CHECKS]
         # (failed, check, qualification) of the first failing entry check of each group, registered.
-        entry_picks = tuple((Signal(name=f"{group}_failed_q"), Signal(8, name=f"{group}_check_q"),
-                             Signal(3, name=f"{group}_qualification_q"))
-                            for group in ("controls", "host", "guest"))
+        entry_groups = (CheckGroup.CONTROLS, CheckGroup.HOST, CheckGroup.GUEST)
+        entry_picks = tuple((Signal(name=f"{name}_failed_q"), Signal(8, name=f"{name}_check_q"),
+                             Signal(3, name=f"{name}_qualification_q"))
+                            for name in (group.name.lower() for group in entry_groups))
         msr_positions = [CHECKS.index(c) for c in MSR_LOAD_CHECKS]
 
         def load_guest_state():
@@ -1354,12 +1355,8 @@ class VMCSUnit(wiring.Component):
                 # The first failure of each group, registered (timing: picking it and acting on it
                 # do not fit one clock cycle).
                 failures = Cat(self.entry_failures[pos] for pos in entry_positions)
-                picks = (
-                    first_failing(failures, ENTRY_CHECKS, group=CheckGroup.CONTROLS),
-                    first_failing(failures, ENTRY_CHECKS, group=CheckGroup.HOST),
-                    first_failing(failures, ENTRY_CHECKS, group=CheckGroup.GUEST),
-                )
-                m.d.sync += [Cat(*picked).eq(Cat(*pick)) for picked, pick in zip(entry_picks, picks)]
+                for picked, group in zip(entry_picks, entry_groups):
+                    m.d.sync += Cat(*picked).eq(Cat(*first_failing(failures, ENTRY_CHECKS, group=group)))
                 m.next = "Entry-Act"
             with m.State("Entry-Act"):
                 (ctl_failed, ctl_check, _), (host_failed, host_check, _), \
