@@ -28,7 +28,8 @@ every input comes from one long shift register fed by a button, and every output
 pipelined XOR tree ending in an LED, so nothing is optimised away. The wrapper's own cost is one
 flip-flop per input bit plus the fold (reported separately as ``wrapper_ff``). ``--block`` puts one
 of the unit's blocks (:data:`BLOCKS`) in the same wrapper, and ``--place-only`` stops after placement
-(no routing, no bitstream): nextpnr's post-placement estimate is within a few per cent of the routed
+(no routing, no bitstream; the placed netlist is kept as ``<name>_placed.json`` for
+:mod:`hwvirt.fpga.wirelength`): nextpnr's post-placement estimate is within a few per cent of the routed
 figure on an uncongested design and takes a fraction of the time, which is what finding the slowest
 block needs.
 """
@@ -252,7 +253,7 @@ def _yosys_ff_count(build_dir, name):
 
 
 def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=None, build_dir=None,
-          ram_size=64 * 1024):
+          ram_size=64 * 1024, router="router2", seed=1):
     """Build one bitstream (or, with ``place_only``, place only); return the summary dict.
 
     ``block`` names one of :data:`BLOCKS` to build alone in the test wrapper (``unit_only`` is
@@ -284,9 +285,12 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
     if report_path.exists():
         report_path.unlink()
     # A missed target still gives a bitstream (it runs from the board oscillator); see timing_verdict.
-    nextpnr_opts = "--report report.json --seed 1 --router router2 --timing-allow-fail"
+    if router not in ROUTERS:
+        raise ValueError(f"unknown router {router!r}; choose from {', '.join(ROUTERS)}")
+    nextpnr_opts = f"--report report.json --seed {int(seed)} --router {router} --timing-allow-fail"
     if place_only:
-        nextpnr_opts += " --no-route"
+        # The placed netlist is kept for ``python -m hwvirt.fpga.wirelength``.
+        nextpnr_opts += f" --no-route --write {name}_placed.json"
         plan = platform.build(top, name=name, build_dir=str(build_dir), do_build=False,
                               nextpnr_opts=nextpnr_opts)
         plan.extract(str(build_dir))
@@ -307,6 +311,10 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
     summary["oscillator_mhz"] = osc_hz / 1e6
     summary["timing"] = timing_verdict(summary)
     return summary
+
+
+#: nextpnr's routers for ECP5 and iCE40 (``--router``).
+ROUTERS = ("router1", "router2")
 
 
 def timing_verdict(summary):
@@ -379,11 +387,14 @@ def main(argv=None):
     parser.add_argument("--place-only", action="store_true",
                         help="stop after placement: fmax estimate and critical path, no bitstream")
     parser.add_argument("--target-mhz", type=float, help="clock constraint for nextpnr")
+    parser.add_argument("--router", choices=ROUTERS, default="router2", help="nextpnr's router")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed")
     parser.add_argument("--build-dir")
     parser.add_argument("--json", help="also write the summary as JSON")
     args = parser.parse_args(argv)
     summary = build(args.board, unit_only=args.unit_only, block=args.block, place_only=args.place_only,
-                    target_mhz=args.target_mhz, build_dir=args.build_dir)
+                    target_mhz=args.target_mhz, build_dir=args.build_dir, router=args.router,
+                    seed=args.seed)
     print(format_summary(summary))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))

@@ -23,7 +23,7 @@ import sys
 from collections import namedtuple
 
 
-__all__ = ["NET_DELAY", "Path", "deepest_paths", "main"]
+__all__ = ["NET_DELAY", "Path", "deepest_paths", "net_names", "main"]
 
 #: Modelled delay of one net, in ns (placement-dependent; a constant keeps the comparison simple).
 NET_DELAY = 0.3
@@ -53,6 +53,17 @@ _CLOCK_PINS = {"CLK", "CLKA", "CLKB", "WCK"}
 Path = namedtuple("Path", "arrival_ns levels source sink sink_pin nets")
 
 
+def net_names(module):
+    """{net bit: its name} of a JSON netlist's module: the shortest of its names, which is the
+    designer's rather than one derived from a cell."""
+    names = {}
+    for name, info in module["netnames"].items():
+        for bit in info["bits"]:
+            if isinstance(bit, int) and (bit not in names or len(name) < len(names[bit])):
+                names[bit] = name
+    return names
+
+
 def deepest_paths(netlist, top):
     """Every sequential input's worst path, deepest first: a list of :class:`Path`.
 
@@ -65,11 +76,7 @@ def deepest_paths(netlist, top):
         raise ValueError(f"module {top!r} is not in the netlist; it has "
                          f"{', '.join(sorted(netlist.get('modules', {})))}") from None
     cells = module["cells"]
-    net_name = {}
-    for name, info in module["netnames"].items():
-        for bit in info["bits"]:
-            if isinstance(bit, int) and (bit not in net_name or len(name) < len(net_name[bit])):
-                net_name[bit] = name
+    net_name = net_names(module)
     driver = {}
     for cell_name, cell in cells.items():
         for port, bits in cell["connections"].items():

@@ -40,11 +40,10 @@ class SoCRun:
 
 
 def _digest(image, waves):
-    import hwvirt.hdl
-    h = hashlib.sha256(image + repr((waves, SIM_UART_DIVISOR)).encode())
-    for folder in (Path(hwvirt.hdl.__file__).parent, Path(__file__).parent):
-        for path in sorted(folder.glob("*.py")):
-            h.update(path.name.encode() + path.read_bytes())
+    from hwvirt.hdl import SOURCE_DIGEST
+    h = hashlib.sha256(image + repr((waves, SIM_UART_DIVISOR, SOURCE_DIGEST)).encode())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + path.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -493,6 +493,13 @@ class VMCSUnit(wiring.Component):
 
         m.submodules.decoder = decoder = FieldDecoder(self.fields)
         m.submodules.store = store = VMCSStore(slots=n_slots, n_fields=n_fields, banks=self.banks)
+        # The store's write ports are driven from registers: what a state writes (``staged``) reaches
+        # the store at the end of the next cycle (timing: the decision that picks a write and the
+        # RAMs' write ports do not fit one clock cycle). No state reads a field in the cycle after
+        # writing it: a command's writes land while it responds, before the next command reads.
+        staged = store.signature.flip().create()
+        for name in ("w_slot", "w_index", "w_data", "w_en", "s_slot", "s_row", "s_data", "s_en"):
+            m.d.sync += getattr(store, name).eq(getattr(staged, name))
         m.submodules.entry_checker = checker = EntryChecker(caps)
         m.submodules.msr_checker = msr_checker = MSRLoadChecker(caps)
 
@@ -534,7 +541,7 @@ class VMCSUnit(wiring.Component):
             self.status.non_root.eq(non_root),
             self.current_vmcs.eq(current_ptr),
             self.resp.payload.eq(result),
-            decoder.encoding.eq(self.cmd.payload.reg),
+            decoder.encoding.eq(reg),
             decoder.long_mode.eq(long_mode),
         ]
 
@@ -572,8 +579,23 @@ class VMCSUnit(wiring.Component):
         xfer_evicting = Signal()              # a write-back for an eviction (else for VMCLEAR)
         last_index = n_fields - 1
         # Word offset of each supported field in the region, by dense index.
-        field_word = Array(Const((REGION_FIELD_BASE >> 3) + VMCS_FIELDS.index(f), 16) for f in self.fields)
+        words = [(REGION_FIELD_BASE >> 3) + VMCS_FIELDS.index(f) for f in self.fields]
+        assert max(words) < 1 << 9, "the fields must lie in the region's 4 KiB"
+        field_word = Array(Const(word, 9) for word in words)
         field_mask = Array(Const((1 << f.bits) - 1, 64) for f in self.fields)
+        # The word offset and mask of field ``xfer_index``, registered with it (timing: the look-up
+        # and the bus address do not fit one clock cycle). The region is 4 KiB-aligned, so its word
+        # address is the base with the offset in its low 9 bits.
+        xfer_word = Signal(9)
+        xfer_mask = Signal(64)
+        xfer_address = Cat(xfer_word, xfer_base[9:])
+        launch_address = Cat(Const(_LAUNCH_WORD_OFFSET >> 3, 9), xfer_base[9:])
+
+        xfer_next = Signal.like(xfer_index)         # xfer_index + 1, registered
+
+        def set_xfer_index(value):
+            m.d.sync += [xfer_index.eq(value), xfer_next.eq(value + 1), xfer_word.eq(field_word[value]),
+                         xfer_mask.eq(field_mask[value])]
 
         # -- capability constants ----------------------------------------------------------------------
         cr0_fixed0, cr0_fixed1 = caps.cr0_fixed
@@ -587,14 +609,35 @@ class VMCSUnit(wiring.Component):
         exit_reason_index = self.fields.index(BY_NAME["VM_EXIT_REASON"])
         qualification_index = self.fields.index(BY_NAME["EXIT_QUALIFICATION"])
 
+        # What the command's operands and the processor state decide is computed as the command is
+        # accepted and registered with it (timing: a table look-up and the decision it feeds do not
+        # fit one clock cycle). RDMSR's value comes from the capability table.
         msr_value = Signal(64)
         msr_known = Signal()
-        with m.Switch(reg[0:32]):
-            for index, value in sorted(caps.msrs.items()):
-                with m.Case(index):
-                    m.d.comb += [msr_value.eq(value), msr_known.eq(1)]
-            with m.Case(MSR.IA32_FEATURE_CONTROL):
-                m.d.comb += [msr_value.eq(cpu.feature_control), msr_known.eq(1)]
+        with m.If(self.cmd.valid & self.cmd.ready):
+            with m.Switch(self.cmd.payload.reg[0:32]):
+                for index, value in sorted(caps.msrs.items()):
+                    with m.Case(index):
+                        m.d.sync += [msr_value.eq(value), msr_known.eq(1)]
+                with m.Case(MSR.IA32_FEATURE_CONTROL):
+                    m.d.sync += [msr_value.eq(cpu.feature_control), msr_known.eq(1)]
+                with m.Default():
+                    m.d.sync += [msr_value.eq(0), msr_known.eq(0)]
+        # The processor-state conditions of the VMX instructions' checks (SDM vol. 3C §31.2, §31.3),
+        # as the processor was when the command was accepted.
+        cpl0 = Signal()
+        mode_ud = Signal()            # real mode, virtual-8086 mode or compatibility mode: #UD
+        v86_or_compat = Signal()
+        vmxon_gp = Signal()           # VMXON outside VMX operation: the #GP conditions
+        cr4_vmxe = Signal()
+        m.d.sync += [
+            cpl0.eq(cpu.cpl == 0),
+            mode_ud.eq(~cpu.cr0[0] | cpu.rflags[17] | compat_mode),
+            v86_or_compat.eq(cpu.rflags[17] | compat_mode),
+            vmxon_gp.eq((cpu.cpl != 0) | ~cr0_valid | ~cr4_valid |
+                        ~cpu.feature_control[0] | ~cpu.feature_control[2]),
+            cr4_vmxe.eq(cpu.cr4[13]),
+        ]
 
         # INVEPT / INVVPID operand checks (SDM vol. 3C §31.3, INVEPT and INVVPID)
         ept_vpid_cap = caps.ept_vpid_cap
@@ -647,10 +690,10 @@ class VMCSUnit(wiring.Component):
                 respond(Outcome.FAIL_VALID, error=number.value)
                 m.d.sync += slot_dirty[current_slot].eq(1)
                 m.d.comb += [
-                    store.w_slot.eq(current_slot),
-                    store.w_index.eq(error_index),
-                    store.w_data.eq(number.value),
-                    store.w_en.eq(0b11),
+                    staged.w_slot.eq(current_slot),
+                    staged.w_index.eq(error_index),
+                    staged.w_data.eq(number.value),
+                    staged.w_en.eq(0b11),
                 ]
             with m.Else():
                 respond(Outcome.FAIL_INVALID)
@@ -756,21 +799,39 @@ class VMCSUnit(wiring.Component):
             msr_checker.value.eq(msr_word1),
         ]
 
-        def first_failing(failures, checks, *, group):
-            """(any, 1 + catalogue index of the first failing check of ``group``, its qualification)."""
-            any_ = Signal(name=f"{group.name.lower()}_failed")
-            index = Signal(8, name=f"{group.name.lower()}_check")
-            qualification = Signal(3, name=f"{group.name.lower()}_qualification")
-            for bit, check in reversed(list(enumerate(checks))):
-                if check.group == group:
-                    with m.If(failures[bit]):
-                        m.d.comb += [any_.eq(1), index.eq(CHECKS.index(check) + 1),
-                                     qualification.eq(check.qualification)]
+        def first_of(candidates, *, name):
+            """(any, check, qualification) of the first of ``candidates``, (failed, check number,
+            qualification) triples in catalogue order, that failed."""
+            any_ = Signal(name=f"{name}_failed")
+            index = Signal(8, name=f"{name}_check")
+            qualification = Signal(3, name=f"{name}_qualification")
+            for failed, number, qual in reversed(candidates):
+                with m.If(failed):
+                    m.d.comb += [any_.eq(1), index.eq(number), qualification.eq(qual)]
             return any_, index, qualification
 
+        def first_failing(failures, checks, *, group):
+            """(any, 1 + catalogue index of the first failing check of ``group``, its qualification)."""
+            return first_of([(failures[bit], CHECKS.index(check) + 1, check.qualification)
+                             for bit, check in enumerate(checks) if check.group == group],
+                            name=group.name.lower())
+
         entry_positions = [CHECKS.index(c) for c in ENTRY_CHECKS]
-        # (failed, check, qualification) of the first failing entry check of each group, registered.
+        # The first failing entry check of each group is picked in two registered steps (timing: a
+        # priority pick over the ~70 checks of a group does not fit one clock cycle): the first of
+        # each part of ``PICK_PART`` checks, then the first part with a failure.
+        PICK_PART = 16
         entry_groups = (CheckGroup.CONTROLS, CheckGroup.HOST, CheckGroup.GUEST)
+        entry_parts = []                  # per group: (group, [(bits of the part's checks), ...])
+        for group in entry_groups:
+            bits = [bit for bit, check in enumerate(ENTRY_CHECKS) if check.group == group]
+            entry_parts.append((group, [bits[i:i + PICK_PART] for i in range(0, len(bits), PICK_PART)]))
+        # (failed, check, qualification) of the first failing check of each part, registered.
+        part_picks = [[(Signal(name=f"{group.name.lower()}{i}_failed_q"),
+                        Signal(8, name=f"{group.name.lower()}{i}_check_q"),
+                        Signal(3, name=f"{group.name.lower()}{i}_qualification_q"))
+                       for i in range(len(parts))] for group, parts in entry_parts]
+        # ... and of each group.
         entry_picks = tuple((Signal(name=f"{name}_failed_q"), Signal(8, name=f"{name}_check_q"),
                              Signal(3, name=f"{name}_qualification_q"))
                             for name in (group.name.lower() for group in entry_groups))
@@ -1019,7 +1080,8 @@ class VMCSUnit(wiring.Component):
                     with m.Elif(pointer == vmxon_ptr):
                         vmfail(VMInstructionError.VMCLEAR_VMXON_POINTER)
                     with m.Else():
-                        m.d.sync += [xfer_base.eq(pointer[3:maxphy]), xfer_index.eq(0)]
+                        m.d.sync += xfer_base.eq(pointer[3:maxphy])
+                        set_xfer_index(0)
                         with m.If(hits.any()):
                             m.d.sync += xfer_slot.eq(hit_slot)
                             with m.If(slot_dirty[hit_slot]):
@@ -1051,28 +1113,23 @@ class VMCSUnit(wiring.Component):
                     with m.Elif(~field_ok):
                         vmfail(VMInstructionError.UNSUPPORTED_VMCS_COMPONENT)
                     with m.Elif(op == VMXOp.VMREAD):
-                        with m.If(field_high):
-                            respond(Outcome.SUCCEED, value=stored[32:64])
-                        with m.Elif(long_mode):
-                            respond(Outcome.SUCCEED, value=stored)
-                        with m.Else():
-                            respond(Outcome.SUCCEED, value=stored[0:32])
+                        m.next = "VMREAD-Respond"
                     with m.Elif(field_ro & (not caps.vmwrite_exit_info)):
                         vmfail(VMInstructionError.VMWRITE_READ_ONLY_COMPONENT)
                     with m.Else():
                         value = operand[0:64]
-                        m.d.comb += [store.w_slot.eq(current_slot), store.w_index.eq(field_index)]
+                        m.d.comb += [staged.w_slot.eq(current_slot), staged.w_index.eq(field_index)]
                         with m.Switch(field_width):
                             with m.Case(FieldWidth.BITS16):
-                                m.d.comb += [store.w_data.eq(value[0:16]), store.w_en.eq(0b11)]
+                                m.d.comb += [staged.w_data.eq(value[0:16]), staged.w_en.eq(0b11)]
                             with m.Case(FieldWidth.BITS32):
-                                m.d.comb += [store.w_data.eq(value[0:32]), store.w_en.eq(0b11)]
+                                m.d.comb += [staged.w_data.eq(value[0:32]), staged.w_en.eq(0b11)]
                             with m.Default():
                                 with m.If(field_high):
-                                    m.d.comb += [store.w_data.eq(value[0:32] << 32),
-                                                 store.w_en.eq(0b10)]
+                                    m.d.comb += [staged.w_data.eq(value[0:32] << 32),
+                                                 staged.w_en.eq(0b10)]
                                 with m.Else():
-                                    m.d.comb += [store.w_data.eq(src_value), store.w_en.eq(0b11)]
+                                    m.d.comb += [staged.w_data.eq(src_value), staged.w_en.eq(0b11)]
                         m.d.sync += slot_dirty[current_slot].eq(1)
                         respond(Outcome.SUCCEED)
 
@@ -1116,12 +1173,13 @@ class VMCSUnit(wiring.Component):
                 with m.Default():
                     fault(Fault.UD)
 
-        # A VMREAD's data comes from the store one cycle after acceptance: read the decoded field of
-        # the current VMCS while the command is offered.
+        fsm_executing = Signal()
+        # A VMREAD reads the field decoded (and registered) at acceptance from the current VMCS while
+        # the command executes; the data is there the cycle after (VMREAD-Respond).
         m.d.comb += [
             store.r_slot.eq(current_slot),
-            store.r_index.eq(decoder.index),
-            store.r_en.eq(self.cmd.valid & self.cmd.ready),
+            store.r_index.eq(field_index),
+            store.r_en.eq(fsm_executing),
         ]
         stored = store.r_data
 
@@ -1135,26 +1193,36 @@ class VMCSUnit(wiring.Component):
                         op.eq(self.cmd.payload.op),
                         reg.eq(self.cmd.payload.reg),
                         operand.eq(self.cmd.payload.operand),
-                        field_ok.eq(decoder.supported),
-                        field_index.eq(decoder.index),
-                        field_width.eq(decoder.width),
-                        field_ro.eq(decoder.readonly),
-                        field_high.eq(decoder.high),
                         result.eq(0),
                     ]
-                    m.next = "Execute"
+                    with m.If((self.cmd.payload.op == VMXOp.VMREAD) | (self.cmd.payload.op == VMXOp.VMWRITE)):
+                        m.next = "Decode-Field"
+                    with m.Else():
+                        m.next = "Execute"
                 with m.Elif(self.guest.valid & non_root):
                     m.d.sync += [event.eq(self.guest.payload), run_count.eq(self.guest.payload.cycles),
                                  result.eq(0)]
                     m.next = "Guest-Run"
 
+            with m.State("Decode-Field"):
+                # VMREAD and VMWRITE: the field encoding, decoded and registered (timing: the
+                # decode and the store access it selects do not fit one clock cycle).
+                m.d.sync += [
+                    field_ok.eq(decoder.supported),
+                    field_index.eq(decoder.index),
+                    field_width.eq(decoder.width),
+                    field_ro.eq(decoder.readonly),
+                    field_high.eq(decoder.high),
+                ]
+                m.next = "Execute"
+
             with m.State("Execute"):
                 # Common #UD conditions (SDM vol. 3C §31.2): real mode, virtual-8086 mode,
-                # compatibility mode.
-                mode_ud = ~cpu.cr0[0] | cpu.rflags[17] | compat_mode
+                # compatibility mode (``mode_ud``, registered at acceptance).
+                m.d.comb += fsm_executing.eq(1)
                 with m.Switch(op):
                     with m.Case(VMXOp.RDMSR):
-                        with m.If(cpu.cpl != 0):
+                        with m.If(~cpl0):
                             fault(Fault.GP)
                         with m.Elif(non_root):
                             vm_exit(ExitReason.RDMSR)
@@ -1164,11 +1232,10 @@ class VMCSUnit(wiring.Component):
                             respond(Outcome.SUCCEED, value=msr_value)
 
                     with m.Case(VMXOp.VMXON):
-                        with m.If(mode_ud | ~cpu.cr4[13]):
+                        with m.If(mode_ud | ~cr4_vmxe):
                             fault(Fault.UD)
                         with m.Elif(~in_vmx):
-                            with m.If((cpu.cpl != 0) | ~cr0_valid | ~cr4_valid |
-                                      ~cpu.feature_control[0] | ~cpu.feature_control[2]):
+                            with m.If(vmxon_gp):
                                 fault(Fault.GP)
                             with m.Elif(pointer_invalid):
                                 respond(Outcome.FAIL_INVALID)
@@ -1176,7 +1243,7 @@ class VMCSUnit(wiring.Component):
                                 m.next = "VMXON-Read-Revision"
                         with m.Elif(non_root):
                             vm_exit(ExitReason.VMXON)
-                        with m.Elif(cpu.cpl != 0):
+                        with m.Elif(~cpl0):
                             fault(Fault.GP)
                         with m.Else():
                             vmfail(VMInstructionError.VMXON_IN_ROOT)
@@ -1187,9 +1254,9 @@ class VMCSUnit(wiring.Component):
                             fault(Fault.UD)
                         with m.Elif(non_root):
                             vm_exit(ExitReason.VMCALL)
-                        with m.Elif(cpu.rflags[17] | compat_mode):
+                        with m.Elif(v86_or_compat):
                             fault(Fault.UD)
-                        with m.Elif(cpu.cpl != 0):
+                        with m.Elif(~cpl0):
                             fault(Fault.GP)
                         with m.Else():
                             vmfail(VMInstructionError.VMCALL_IN_ROOT)
@@ -1204,10 +1271,18 @@ class VMCSUnit(wiring.Component):
                                 for vmx_op, reason in exit_reason_of.items():
                                     with m.Case(vmx_op):
                                         vm_exit(reason)
-                        with m.Elif(cpu.cpl != 0):
+                        with m.Elif(~cpl0):
                             fault(Fault.GP)
                         with m.Else():
                             root_instruction()
+
+            with m.State("VMREAD-Respond"):
+                with m.If(field_high):
+                    respond(Outcome.SUCCEED, value=stored[32:64])
+                with m.Elif(long_mode):
+                    respond(Outcome.SUCCEED, value=stored)
+                with m.Else():
+                    respond(Outcome.SUCCEED, value=stored[0:32])
 
             # -- VMXON: read the revision identifier of the VMXON region (SDM vol. 3C §31.3) -------
             with m.State("VMXON-Read-Revision"):
@@ -1227,18 +1302,18 @@ class VMCSUnit(wiring.Component):
                 m.d.comb += [store.r_slot.eq(xfer_slot), store.r_index.eq(0), store.r_en.eq(1)]
                 m.next = "Writeback"
             with m.State("Writeback"):
-                bus_access(xfer_base + field_word[xfer_index], write=True, data=stored)
-                m.d.comb += [store.r_slot.eq(xfer_slot), store.r_index.eq(xfer_index + 1)]
+                bus_access(xfer_address, write=True, data=stored)
+                m.d.comb += [store.r_slot.eq(xfer_slot), store.r_index.eq(xfer_next)]
                 with m.If(self.bus.ack):
                     m.d.comb += store.r_en.eq(1)
-                    m.d.sync += xfer_index.eq(xfer_index + 1)
+                    set_xfer_index(xfer_next)
                     with m.If(xfer_index == last_index):
                         with m.If(xfer_evicting):
                             m.next = "Evict-Write-Launch-State"
                         with m.Else():
                             m.next = "VMCLEAR-Write-Launch-State"
             with m.State("VMCLEAR-Write-Launch-State"):
-                bus_access(xfer_base + (_LAUNCH_WORD_OFFSET >> 3), write=True, data=0, sel=0x0F)
+                bus_access(launch_address, write=True, data=0, sel=0x0F)
                 with m.If(self.bus.ack):
                     with m.If(hits.any()):
                         m.d.sync += slot_valid[hit_slot].eq(0)
@@ -1257,10 +1332,10 @@ class VMCSUnit(wiring.Component):
                     with m.Else():
                         m.d.sync += [
                             xfer_slot.eq(victim),
-                            xfer_index.eq(0),
                             slot_shadow[victim].eq(shadow),
                             victim_next.eq(Mux(victim == n_slots - 1, 0, victim + 1)),
                         ]
+                        set_xfer_index(0)
                         with m.If(slot_valid[victim] & slot_dirty[victim]):
                             m.d.sync += xfer_base.eq(Cat(Const(0, 9), slot_tag[victim]))
                             m.d.sync += xfer_evicting.eq(1)
@@ -1273,37 +1348,37 @@ class VMCSUnit(wiring.Component):
                             m.next = "VMPTRLD-Read-Launch-State"
             with m.State("Evict-Write-Launch-State"):
                 launch_word = Cat(slot_launched[xfer_slot], slot_corrupt[xfer_slot])
-                bus_access(xfer_base + (_LAUNCH_WORD_OFFSET >> 3), write=True, data=launch_word, sel=0x0F)
+                bus_access(launch_address, write=True, data=launch_word, sel=0x0F)
                 with m.If(self.bus.ack):
                     m.d.sync += [slot_valid[xfer_slot].eq(0), xfer_base.eq(pointer[3:maxphy])]
                     with m.If(current_valid & (current_slot == xfer_slot)):
                         m.d.sync += [current_valid.eq(0), current_ptr.eq(INVALID_POINTER)]
                     m.next = "VMPTRLD-Read-Launch-State"
             with m.State("VMPTRLD-Read-Launch-State"):
-                bus_access(xfer_base + (_LAUNCH_WORD_OFFSET >> 3))
+                bus_access(launch_address)
                 with m.If(self.bus.ack):
                     m.d.sync += [
                         slot_launched[xfer_slot].eq(self.bus.dat_r[0]),
                         slot_corrupt[xfer_slot].eq(self.bus.dat_r[1]),
-                        xfer_index.eq(0),
                     ]
+                    set_xfer_index(0)
                     m.next = "VMPTRLD-Load"
             with m.State("VMPTRLD-Load"):
-                bus_access(xfer_base + field_word[xfer_index])
+                bus_access(xfer_address)
                 with m.If(self.bus.ack):
                     m.d.comb += [
-                        store.w_slot.eq(xfer_slot),
-                        store.w_index.eq(xfer_index),
+                        staged.w_slot.eq(xfer_slot),
+                        staged.w_index.eq(xfer_index),
                         # Fields are kept zero-extended: stray high bits in a region are dropped.
-                        store.w_data.eq(self.bus.dat_r & field_mask[xfer_index]),
-                        store.w_en.eq(0b11),
+                        staged.w_data.eq(self.bus.dat_r & xfer_mask),
+                        staged.w_en.eq(0b11),
                     ]
-                    m.d.sync += xfer_index.eq(xfer_index + 1)
+                    set_xfer_index(xfer_next)
                     with m.If(xfer_index == last_index):
                         m.next = "VMPTRLD-Mark-Held"
             with m.State("VMPTRLD-Mark-Held"):
                 launch_word = Cat(slot_launched[xfer_slot], Const(1, 1))
-                bus_access(xfer_base + (_LAUNCH_WORD_OFFSET >> 3), write=True, data=launch_word, sel=0x0F)
+                bus_access(launch_address, write=True, data=launch_word, sel=0x0F)
                 with m.If(self.bus.ack):
                     m.d.sync += [
                         slot_valid[xfer_slot].eq(1),
@@ -1352,11 +1427,20 @@ class VMCSUnit(wiring.Component):
                              for bit, pos in enumerate(entry_positions)]
                 m.next = "Entry-Decide"
             with m.State("Entry-Decide"):
+                # The first failure of each part of each group, registered.
+                failures = Cat(self.entry_failures[pos] for pos in entry_positions)
+                for (group, parts), picks in zip(entry_parts, part_picks):
+                    for i, (bits, picked) in enumerate(zip(parts, picks)):
+                        first = first_of([(failures[bit], CHECKS.index(ENTRY_CHECKS[bit]) + 1,
+                                           ENTRY_CHECKS[bit].qualification) for bit in bits],
+                                         name=f"{group.name.lower()}{i}")
+                        m.d.sync += Cat(*picked).eq(Cat(*first))
+                m.next = "Entry-Pick"
+            with m.State("Entry-Pick"):
                 # The first failure of each group, registered (timing: picking it and acting on it
                 # do not fit one clock cycle).
-                failures = Cat(self.entry_failures[pos] for pos in entry_positions)
-                for picked, group in zip(entry_picks, entry_groups):
-                    m.d.sync += Cat(*picked).eq(Cat(*first_failing(failures, ENTRY_CHECKS, group=group)))
+                for (group, _), picks, picked in zip(entry_parts, part_picks, entry_picks):
+                    m.d.sync += Cat(*picked).eq(Cat(*first_of(picks, name=group.name.lower())))
                 m.next = "Entry-Act"
             with m.State("Entry-Act"):
                 (ctl_failed, ctl_check, _), (host_failed, host_check, _), \
@@ -1409,10 +1493,10 @@ class VMCSUnit(wiring.Component):
                 injection = field("VM_ENTRY_INTR_INFO_FIELD")
                 with m.If(injection[31]):
                     m.d.comb += [
-                        store.w_slot.eq(current_slot),
-                        store.w_index.eq(self.fields.index(BY_NAME["VM_ENTRY_INTR_INFO_FIELD"])),
-                        store.w_data.eq(injection[0:31]),
-                        store.w_en.eq(0b11),
+                        staged.w_slot.eq(current_slot),
+                        staged.w_index.eq(self.fields.index(BY_NAME["VM_ENTRY_INTR_INFO_FIELD"])),
+                        staged.w_data.eq(injection[0:31]),
+                        staged.w_en.eq(0b11),
                     ]
                     m.d.sync += [
                         slot_dirty[current_slot].eq(1),
@@ -1451,18 +1535,18 @@ class VMCSUnit(wiring.Component):
             # -- a VM exit caused by a VMX instruction in non-root operation (SDM vol. 3C §26.1.2) --
             with m.State("Exit-Write-Reason"):
                 m.d.comb += [
-                    store.w_slot.eq(current_slot),
-                    store.w_index.eq(exit_reason_index),
-                    store.w_data.eq(result.exit_reason),
-                    store.w_en.eq(0b11),
+                    staged.w_slot.eq(current_slot),
+                    staged.w_index.eq(exit_reason_index),
+                    staged.w_data.eq(result.exit_reason),
+                    staged.w_en.eq(0b11),
                 ]
                 m.next = "Exit-Write-Qualification"
             with m.State("Exit-Write-Qualification"):
                 m.d.comb += [
-                    store.w_slot.eq(current_slot),
-                    store.w_index.eq(qualification_index),
-                    store.w_data.eq(result.qualification),
-                    store.w_en.eq(0b11),
+                    staged.w_slot.eq(current_slot),
+                    staged.w_index.eq(qualification_index),
+                    staged.w_data.eq(result.qualification),
+                    staged.w_en.eq(0b11),
                 ]
                 m.d.sync += [non_root.eq(0), slot_dirty[current_slot].eq(1)]
                 exit_msr_load()
@@ -1470,7 +1554,7 @@ class VMCSUnit(wiring.Component):
             # -- a VM exit (SDM vol. 3C §28.3–28.6): save guest state and exit information a row of
             # the store per cycle, store MSRs, load host state, load MSRs ------------------------------
             with m.State("Exit-Save"):
-                m.d.comb += [store.s_slot.eq(current_slot), store.s_row.eq(save_row)]
+                m.d.comb += [staged.s_slot.eq(current_slot), staged.s_row.eq(save_row)]
                 with m.Switch(save_row):
                     for row in save_rows:
                         with m.Case(row):
@@ -1479,8 +1563,8 @@ class VMCSUnit(wiring.Component):
                                 if index >= n_fields or self.fields[index].name not in saved_fields:
                                     continue
                                 value, condition = saved_fields[self.fields[index].name]
-                                m.d.comb += [store.s_data[bank].eq(value[:self.fields[index].bits]),
-                                             store.s_en[bank].eq(condition)]
+                                m.d.comb += [staged.s_data[bank].eq(value[:self.fields[index].bits]),
+                                             staged.s_en[bank].eq(condition)]
                 m.d.sync += save_row.eq(save_row + 1)
                 with m.If(save_row == save_rows[-1]):
                     m.d.sync += [slot_dirty[current_slot].eq(1), msr_number.eq(1)]
@@ -1507,10 +1591,10 @@ class VMCSUnit(wiring.Component):
                 if caps.misc >> 5 & 1:
                     # "IA-32e mode guest" := IA32_EFER.LMA of the guest (§28.3, IA32_VMX_MISC[5]).
                     m.d.comb += [
-                        store.w_slot.eq(current_slot),
-                        store.w_index.eq(self.fields.index(BY_NAME["VM_ENTRY_CONTROLS"])),
-                        store.w_data.eq(Cat(entry_ctls[0:9], self.arch_state.efer[10], entry_ctls[10:32])),
-                        store.w_en.eq(0b11),
+                        staged.w_slot.eq(current_slot),
+                        staged.w_index.eq(self.fields.index(BY_NAME["VM_ENTRY_CONTROLS"])),
+                        staged.w_data.eq(Cat(entry_ctls[0:9], self.arch_state.efer[10], entry_ctls[10:32])),
+                        staged.w_en.eq(0b11),
                     ]
                 exit_msr_load()
             with m.State("Exit-MSR-Load-Index"):
