@@ -1431,7 +1431,7 @@ class VMCSUnit(wiring.Component):
                 failures = Cat(self.entry_failures[pos] for pos in entry_positions)
                 for (group, parts), picks in zip(entry_parts, part_picks):
                     for i, (bits, picked) in enumerate(zip(parts, picks)):
-                        first = first_of([(failures[bit], CHECKS.index(ENTRY_CHECKS[bit]) + 1,
+                        first = first_of([(failures[bit], entry_positions[bit] + 1,
                                            ENTRY_CHECKS[bit].qualification) for bit in bits],
                                          name=f"{group.name.lower()}{i}")
                         m.d.sync += Cat(*picked).eq(Cat(*first))
