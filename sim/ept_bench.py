@@ -21,6 +21,7 @@ from amaranth.lib import data
 from hwvirt.hdl.ept_walker import EPTWalker, Invalidation, WalkRequest, WalkResult
 
 from .driver import PortIO, pack, unpack
+from .fresh_stack import call_on_fresh_stack
 
 
 __all__ = ["EPTDriver", "EPTSimulation", "AmaranthEPTIO", "run_job", "INPUTS", "OUTPUTS"]
@@ -193,7 +194,7 @@ class EPTSimulation:
             self.sim.reset()
         self._fresh = False
         try:
-            self.sim.run()
+            call_on_fresh_stack(self.sim.run)
         finally:
             self._job = None
         return self._results

@@ -63,6 +63,7 @@ from hwvirt.hdl.svm_unit import (Fault, GuestAccess, HostState, Outcome, SVMComm
 
 from . import guest_events
 from .driver import PhysicalMemory, PortIO, StreamBusDriver, pack, unpack
+from .fresh_stack import call_on_fresh_stack
 from .scenario import ScenarioError, _Where, parse_guest_event
 
 
@@ -593,7 +594,7 @@ def _run_pysim(scenario, waveform=None):
 
     sim.add_testbench(bench)
     if waveform is None:
-        sim.run()
+        call_on_fresh_stack(sim.run)
     else:
         waveform = Path(waveform)
         waveform.parent.mkdir(parents=True, exist_ok=True)
@@ -601,7 +602,7 @@ def _run_pysim(scenario, waveform=None):
                            traces=[unit.cmd.valid, unit.cmd.payload, unit.debug_signals["state"],
                                    unit.resp.valid, unit.resp.payload, unit.bus.cyc, unit.bus.we, unit.bus.adr,
                                    unit.bus.dat_w, unit.bus.dat_r, unit.bus.ack]):
-            sim.run()
+            call_on_fresh_stack(sim.run)
     return rows
 
 

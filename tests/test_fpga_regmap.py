@@ -17,6 +17,7 @@ from hwvirt.fpga.soc import CPUBusSignature, SharedRAM, UARTTx, UnitMMIO
 from hwvirt.hdl.entry_check_catalogue import CHECKS
 from hwvirt.hdl.vmcs_fields import BY_NAME
 from hwvirt.hdl.vmcs_unit import Command, Outcome, ProcessorState, Result, VMCSUnit, VMXOp
+from hwvirt.sim.fresh_stack import call_on_fresh_stack
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +183,7 @@ def test_unit_through_the_register_map():
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
-    sim.run()
+    call_on_fresh_stack(sim.run)
     assert len(seen) == 7
 
 
@@ -230,7 +231,7 @@ def test_shared_ram_serves_both_masters():
     sim = Simulator(ram)
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
-    sim.run()
+    call_on_fresh_stack(sim.run)
 
 
 def test_uart_sends_8n1():
@@ -253,4 +254,4 @@ def test_uart_sends_8n1():
     sim = Simulator(uart)
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
-    sim.run()
+    call_on_fresh_stack(sim.run)

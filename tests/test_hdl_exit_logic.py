@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from hwvirt.hdl.exit_logic import DEFAULT_LENGTH, ExitDecider, ExitDecision, GuestEvent, GuestRegisters
 from hwvirt.sim import guest_events
 from hwvirt.sim.driver import pack, unpack
+from hwvirt.sim.fresh_stack import call_on_fresh_stack
 
 import exit_model
 
@@ -324,7 +325,7 @@ def test_latency_contract():
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(testbench)
-    sim.run()
+    call_on_fresh_stack(sim.run)
 
 
 def test_table_covers_every_event():

@@ -11,12 +11,15 @@
   (a variant of ``entry_baseline.py``'s baseline: flat 64-bit, PAE, virtual-8086, 32-bit host, or
   "rich" with a link pointer, an MSR-load list and an injected event) in one step; random
   single-field VMWRITEs, some aimed at the fields the checks read, break it again.
-* Encoding sweeps: VMREAD and VMWRITE of every encoding 0x0000–0x7FFF in one scenario each, plus
-  reserved-bit patterns in and outside 64-bit mode, checked against the model and against counts
-  that follow from the architecture alone.
+* Encoding sweeps: VMREAD and VMWRITE of encodings 0x0000–0x7FFF, plus reserved-bit patterns in
+  and outside 64-bit mode, checked against the model and against counts that follow from the
+  architecture alone. The default run sweeps a sample (every supported encoding, its one-bit
+  neighbours and a seeded draw of the rest: :func:`sweep_sample`); every encoding is a slow test
+  (``make test-slow``), and the field decoder alone is swept over all of them in the default run.
 """
 
 import os
+import random
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
@@ -424,10 +427,42 @@ def distinctive(encoding):
 
 
 SWEEP = range(0x8000)
-#: The VMREAD sweep is split into parts of consecutive encodings, test items the xdist workers share:
-#: one sweep of all 2**15 encodings was the suite's longest item (458 s; a quarter takes 30 s). The
-#: VMWRITE sweeps are not: a quarter of one costs nearly as much as the whole (115 s against 117 s).
+#: The full VMREAD sweep is split into parts of consecutive encodings, test items the xdist workers
+#: share (one sweep of all 2**15 encodings was a 458 s item; a quarter takes 30 s).
 SWEEP_PARTS = 4
+#: Unsupported encodings drawn (seeded) into the sampled sweeps beside the structured ones.
+SAMPLE_OTHERS = 256
+
+
+def sweep_sample(caps):
+    """The encodings the default (not slow) sweeps try through the whole unit, in order.
+
+    Every supported field's encoding and its high-half access, each of those with one of bits 14:0
+    flipped (a neighbour that differs in one bit: a width, type or index one off, or bit 12), and
+    :data:`SAMPLE_OTHERS` encodings drawn with a fixed seed. The field decoder itself is checked
+    over every encoding at the block (``test_field_decoder_every_encoding``); the full sweeps
+    through the unit (``[full]``) are slow tests, run by ``make test-slow``.
+    """
+    chosen = set()
+    for f in caps.supported_fields:
+        for base in (f.encoding, f.encoding | 1):
+            chosen.add(base)
+            chosen.update(base ^ (1 << bit) for bit in range(15))
+    chosen.update(random.Random(0x5EED).sample(SWEEP, SAMPLE_OTHERS))
+    return sorted(chosen)
+
+
+def sweeps(caps):
+    """``(name, encodings)`` of the VMREAD sweep items: the sample, then the full sweep's parts."""
+    size = len(SWEEP) // SWEEP_PARTS
+    return [("sample", sweep_sample(caps))] + [
+        (f"full-{part}", list(SWEEP[part * size:(part + 1) * size])) for part in range(SWEEP_PARTS)]
+
+
+def _sweep_params(names):
+    return [pytest.param(name, id=name, marks=() if name == "sample" else pytest.mark.slow) for name in names]
+
+
 # Supported encodings of each width (and a VM-exit information field) to decorate with reserved bits.
 RESERVED_BASES = ("GUEST_ES_SELECTOR", "TSC_OFFSET", "TSC_OFFSET_HIGH", "CPU_BASED_VM_EXEC_CONTROL",
                   "GUEST_RIP", "VM_INSTRUCTION_ERROR", "VIRTUAL_PROCESSOR_ID")
@@ -454,13 +489,12 @@ def _vmread_scenario(caps, config, tail, name):
     return len(steps), scenario(steps + tail, config=config, memory=_sweep_memory(), name=name)
 
 
-@pytest.mark.parametrize("part", range(SWEEP_PARTS))
+@pytest.mark.parametrize("part", _sweep_params(["sample"] + [f"full-{p}" for p in range(SWEEP_PARTS)]))
 def test_vmread_encoding_sweep(part):
-    """VMWRITE a distinctive value into every field, then VMREAD every encoding (this part's)."""
+    """VMWRITE a distinctive value into every field, then VMREAD every encoding of this part."""
     config = Config()                                # the default configuration: 152 fields
     caps = config.capabilities()
-    size = len(SWEEP) // SWEEP_PARTS
-    encodings = SWEEP[part * size:(part + 1) * size]
+    encodings = dict(sweeps(caps))[part]
     first_read, scn = _vmread_scenario(caps, config, [step("vmread", field=e) for e in encodings],
                                        f"vmread-sweep-{part}")
     hw_rows, model = compare(scn)
@@ -482,8 +516,13 @@ def test_vmread_encoding_sweep(part):
 
 
 def test_vmread_encoding_sweep_covers_every_encoding():
-    size = len(SWEEP) // SWEEP_PARTS
-    assert [e for part in range(SWEEP_PARTS) for e in SWEEP[part * size:(part + 1) * size]] == list(SWEEP)
+    """The full sweep's parts cover every encoding once; the sample holds every supported one."""
+    caps = Config().capabilities()
+    parts = sweeps(caps)
+    assert [e for name, part in parts[1:] for e in part] == list(SWEEP)
+    sample = set(parts[0][1])
+    assert {f.encoding for f in caps.supported_fields} <= sample
+    assert len(sample) < len(SWEEP) // 4
 
 
 def test_reserved_encoding_bits():
@@ -514,7 +553,7 @@ def test_reserved_encoding_bits():
                     assert (row["outcome"], row["error"]) == ("fail_valid", 12), (mode, hex(encoding), bit, row)
 
 
-def _vmwrite_sweep(misc29):
+def _vmwrite_sweep(misc29, full):
     features = dict(REDUCED)
     msr = {}
     if not misc29:
@@ -522,14 +561,15 @@ def _vmwrite_sweep(misc29):
     config = Config(features=features, msr=msr)
     caps = config.capabilities()
     assert caps.vmwrite_exit_info == misc29
-    encodings = SWEEP
+    encodings = list(SWEEP) if full else sweep_sample(caps)
     steps = [step("vmxon", addr=VMXON_REGION), step("vmptrld", addr=REGION_BASE)]
     first = len(steps)
     steps += [step("vmwrite", fields=[(e, distinctive(e))]) for e in encodings]
     steps += [step("vmread", field=f.encoding) for f in caps.supported_fields]
     steps += [step("vmclear", addr=REGION_BASE)]
     steps += [step("mem_read", addr=REGION_BASE + 8 * k, width=64) for k in range(region_words())]
-    scn = scenario(steps, config=config, memory=_sweep_memory(), name=f"vmwrite-sweep-misc29-{misc29}")
+    scn = scenario(steps, config=config, memory=_sweep_memory(),
+                   name=f"vmwrite-sweep-misc29-{misc29}-{'full' if full else 'sample'}")
     hw_rows, _ = compare(scn)
     writes = hw_rows[first:first + len(encodings)]
     ok = sum(r["outcome"] == "succeed" for r in writes)
@@ -539,12 +579,14 @@ def _vmwrite_sweep(misc29):
     assert ok + e12 + e13 == len(encodings)
 
 
-def test_vmwrite_encoding_sweep_misc29_set():
-    _vmwrite_sweep(True)
+@pytest.mark.parametrize("part", _sweep_params(["sample", "full"]))
+def test_vmwrite_encoding_sweep_misc29_set(part):
+    _vmwrite_sweep(True, part == "full")
 
 
-def test_vmwrite_encoding_sweep_misc29_clear():
-    _vmwrite_sweep(False)
+@pytest.mark.parametrize("part", _sweep_params(["sample", "full"]))
+def test_vmwrite_encoding_sweep_misc29_clear(part):
+    _vmwrite_sweep(False, part == "full")
 
 
 def test_model_layout_constants():
