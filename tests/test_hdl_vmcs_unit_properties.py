@@ -430,6 +430,8 @@ SWEEP = range(0x8000)
 #: The full VMREAD sweep is split into parts of consecutive encodings, test items the xdist workers
 #: share (one sweep of all 2**15 encodings was a 458 s item; a quarter takes 30 s).
 SWEEP_PARTS = 4
+#: The VMREAD sweep's test items: the sample, then the full sweep's parts.
+VMREAD_SWEEPS = ("sample", *(f"full-{part}" for part in range(SWEEP_PARTS)))
 #: Unsupported encodings drawn (seeded) into the sampled sweeps beside the structured ones.
 SAMPLE_OTHERS = 256
 
@@ -453,10 +455,10 @@ def sweep_sample(caps):
 
 
 def sweeps(caps):
-    """``(name, encodings)`` of the VMREAD sweep items: the sample, then the full sweep's parts."""
+    """``(name, encodings)`` of the :data:`VMREAD_SWEEPS` items, in that order."""
     size = len(SWEEP) // SWEEP_PARTS
-    return [("sample", sweep_sample(caps))] + [
-        (f"full-{part}", list(SWEEP[part * size:(part + 1) * size])) for part in range(SWEEP_PARTS)]
+    full = [list(SWEEP[part * size:(part + 1) * size]) for part in range(SWEEP_PARTS)]
+    return list(zip(VMREAD_SWEEPS, [sweep_sample(caps), *full], strict=True))
 
 
 def _sweep_params(names):
@@ -489,7 +491,7 @@ def _vmread_scenario(caps, config, tail, name):
     return len(steps), scenario(steps + tail, config=config, memory=_sweep_memory(), name=name)
 
 
-@pytest.mark.parametrize("part", _sweep_params(["sample"] + [f"full-{p}" for p in range(SWEEP_PARTS)]))
+@pytest.mark.parametrize("part", _sweep_params(VMREAD_SWEEPS))
 def test_vmread_encoding_sweep(part):
     """VMWRITE a distinctive value into every field, then VMREAD every encoding of this part."""
     config = Config()                                # the default configuration: 152 fields
