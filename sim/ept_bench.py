@@ -21,7 +21,7 @@ from amaranth.lib import data
 from hwvirt.hdl.ept_walker import EPTWalker, Invalidation, WalkRequest, WalkResult
 
 from .driver import PortIO, pack, unpack
-from .fresh_stack import call_on_fresh_stack
+from .fresh_stack import run_simulation
 
 
 __all__ = ["EPTDriver", "EPTSimulation", "AmaranthEPTIO", "run_job", "INPUTS", "OUTPUTS"]
@@ -194,7 +194,7 @@ class EPTSimulation:
             self.sim.reset()
         self._fresh = False
         try:
-            call_on_fresh_stack(self.sim.run)
+            run_simulation(self.sim)
         finally:
             self._job = None
         return self._results

@@ -12,7 +12,7 @@ simulator's frames fit in its first chunk wherever the caller is.
 
 import threading
 
-__all__ = ["call_on_fresh_stack"]
+__all__ = ["call_on_fresh_stack", "run_simulation"]
 
 
 def call_on_fresh_stack(function, *args, **kwargs):
@@ -31,3 +31,11 @@ def call_on_fresh_stack(function, *args, **kwargs):
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+def run_simulation(sim, *, until=None):
+    """Run an Amaranth :class:`~amaranth.sim.Simulator` on a fresh stack: to the end of its
+    testbenches, or ``until`` seconds of simulated time (``sim.run_until``)."""
+    if until is None:
+        return call_on_fresh_stack(sim.run)
+    return call_on_fresh_stack(sim.run_until, until)

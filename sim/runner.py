@@ -20,7 +20,7 @@ from hwvirt.hdl.vmcs_unit import Fault, Outcome, VMCSUnit, VMXOp
 
 from . import ept_map, guest_events
 from .driver import PhysicalMemory, PortIO, UnitDriver
-from .fresh_stack import call_on_fresh_stack
+from .fresh_stack import run_simulation
 
 
 __all__ = ["BACKENDS", "ENTRY_OPS", "execute_steps", "run_scenario", "build_unit", "build_unit_from_config",
@@ -218,13 +218,13 @@ def _run_pysim(scenario, waveform=None):
 
     sim.add_testbench(bench)
     if waveform is None:
-        call_on_fresh_stack(sim.run)
+        run_simulation(sim)
     else:
         waveform = Path(waveform)
         waveform.parent.mkdir(parents=True, exist_ok=True)
         with sim.write_vcd(str(waveform), str(waveform.with_suffix(".gtkw")),
                            traces=_waveform_traces(unit)):
-            call_on_fresh_stack(sim.run)
+            run_simulation(sim)
     return rows
 
 

@@ -63,7 +63,7 @@ from hwvirt.hdl.svm_unit import (Fault, GuestAccess, HostState, Outcome, SVMComm
 
 from . import guest_events
 from .driver import PhysicalMemory, PortIO, StreamBusDriver, pack, unpack
-from .fresh_stack import call_on_fresh_stack
+from .fresh_stack import run_simulation
 from .scenario import ScenarioError, _Where, parse_guest_event
 
 
@@ -594,7 +594,7 @@ def _run_pysim(scenario, waveform=None):
 
     sim.add_testbench(bench)
     if waveform is None:
-        call_on_fresh_stack(sim.run)
+        run_simulation(sim)
     else:
         waveform = Path(waveform)
         waveform.parent.mkdir(parents=True, exist_ok=True)
@@ -602,7 +602,7 @@ def _run_pysim(scenario, waveform=None):
                            traces=[unit.cmd.valid, unit.cmd.payload, unit.debug_signals["state"],
                                    unit.resp.valid, unit.resp.payload, unit.bus.cyc, unit.bus.we, unit.bus.adr,
                                    unit.bus.dat_w, unit.bus.dat_r, unit.bus.ack]):
-            call_on_fresh_stack(sim.run)
+            run_simulation(sim)
     return rows
 
 

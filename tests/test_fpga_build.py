@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from hwvirt.fpga.build import BLOCKS, UnitHarness, _placement_fmax, timing_verdict
-from hwvirt.sim.fresh_stack import call_on_fresh_stack
+from hwvirt.sim.fresh_stack import run_simulation
 
 
 
@@ -67,7 +67,7 @@ def test_harness_inputs_are_independent():
     sim = Simulator(harness)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
-    call_on_fresh_stack(sim.run)
+    run_simulation(sim)
     seqs = [tuple(h[-200:]) for h in history.values()]     # after every word has filled
     assert len(set(seqs)) == len(seqs)
     assert all(any(s) for s in seqs)

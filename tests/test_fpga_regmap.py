@@ -17,7 +17,7 @@ from hwvirt.fpga.soc import CPUBusSignature, SharedRAM, UARTTx, UnitMMIO
 from hwvirt.hdl.entry_check_catalogue import CHECKS
 from hwvirt.hdl.vmcs_fields import BY_NAME
 from hwvirt.hdl.vmcs_unit import Command, Outcome, ProcessorState, Result, VMCSUnit, VMXOp
-from hwvirt.sim.fresh_stack import call_on_fresh_stack
+from hwvirt.sim.fresh_stack import run_simulation
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +183,7 @@ def test_unit_through_the_register_map():
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
-    call_on_fresh_stack(sim.run)
+    run_simulation(sim)
     assert len(seen) == 7
 
 
@@ -231,7 +231,7 @@ def test_shared_ram_serves_both_masters():
     sim = Simulator(ram)
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
-    call_on_fresh_stack(sim.run)
+    run_simulation(sim)
 
 
 def test_uart_sends_8n1():
@@ -254,4 +254,4 @@ def test_uart_sends_8n1():
     sim = Simulator(uart)
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
-    call_on_fresh_stack(sim.run)
+    run_simulation(sim)

@@ -43,7 +43,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from hwvirt.hdl.entry_check_catalogue import BY_ID, CHECKS, CheckGroup
 from hwvirt.hdl.entry_checks import EntryChecker, MSRLoadChecker, MSR_LOADABLE, entry_fields_layout
 from hwvirt.hdl.vmcs_fields import BY_NAME
-from hwvirt.sim.fresh_stack import call_on_fresh_stack
+from hwvirt.sim.fresh_stack import run_simulation
 
 from entry_baseline import (
     CHECKED_FIELDS, CONFIGS, DISALLOWED_CONTROL_CASES, EXTRA_CASES, MUTATIONS, PRESETS,
@@ -146,7 +146,7 @@ class EntryBench:
         out = []
         for fields, env in cases:
             self.jobs.append((self.pack(fields), env, out))
-        call_on_fresh_stack(self.sim.run_until, (self.steps + 0.5) * 1e-6)
+        run_simulation(self.sim, until=(self.steps + 0.5) * 1e-6)
         self.steps += 1
         assert len(out) == len(cases) and not self.jobs
         return [[c.id for i, c in enumerate(NON_MSR_CHECKS) if (vector >> i) & 1] for vector in out]
@@ -178,7 +178,7 @@ class MSRBench:
         out = []
         for entry in entries:
             self.jobs.append((entry, out))
-        call_on_fresh_stack(self.sim.run_until, (self.steps + 0.5) * 1e-6)
+        run_simulation(self.sim, until=(self.steps + 0.5) * 1e-6)
         self.steps += 1
         assert len(out) == len(entries)
         return [[c.id for i, c in enumerate(MSR_CHECKS) if (vector >> i) & 1] for vector in out]

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from hwvirt.hdl.exit_logic import DEFAULT_LENGTH, ExitDecider, ExitDecision, GuestEvent, GuestRegisters
 from hwvirt.sim import guest_events
 from hwvirt.sim.driver import pack, unpack
-from hwvirt.sim.fresh_stack import call_on_fresh_stack
+from hwvirt.sim.fresh_stack import run_simulation
 
 import exit_model
 
@@ -325,7 +325,7 @@ def test_latency_contract():
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(testbench)
-    call_on_fresh_stack(sim.run)
+    run_simulation(sim)
 
 
 def test_table_covers_every_event():

@@ -42,7 +42,7 @@ from hwvirt.hdl.vmcs_fields import BY_NAME, FieldType, FieldWidth, lookup_encodi
 from hwvirt.hdl.vmcs_unit import (
     Command, FieldDecoder, ProcessorState, Result, VMCSStore, VMCSUnit, VMXStatus,
 )
-from hwvirt.sim.fresh_stack import call_on_fresh_stack
+from hwvirt.sim.fresh_stack import run_simulation
 from hwvirt.sim.runner import run_scenario
 from hwvirt.sim.scenario import CPU_DEFAULTS, Config
 
@@ -1144,7 +1144,7 @@ def _decoder_outputs(fields, stimuli):
 
     sim = Simulator(decoder)
     sim.add_testbench(bench)
-    call_on_fresh_stack(sim.run)
+    run_simulation(sim)
     return outputs
 
 
@@ -1156,12 +1156,8 @@ def test_field_decoder_every_encoding(features):
     and exit-information type. The unit's VMREAD/VMWRITE tests sample the same space through the
     whole unit; this covers all of it at the block."""
     from hwvirt.hdl.vmcs_unit import store_order
-    from vmx_model import VMXModel
-    if features == "default":
-        caps = VMXCapabilities()
-    else:
-        caps = Config(features={name: name in ("host_address_space_size", "ia32e_mode_guest")
-                                for name in DEFAULT_FEATURES}).capabilities()
+    from vmx_model import REDUCED_FEATURES, VMXModel
+    caps = VMXCapabilities() if features == "default" else Config(features=REDUCED_FEATURES).capabilities()
     fields = store_order(caps).fields
     index = {f.encoding: i for i, f in enumerate(fields)}
     model = VMXModel(caps)

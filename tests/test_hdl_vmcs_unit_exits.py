@@ -16,7 +16,7 @@ from hwvirt.hdl.vmcs_fields import BY_NAME
 from hwvirt.hdl.vmcs_unit import Outcome, VMCSUnit, VMXOp
 from hwvirt.sim import guest_events
 from hwvirt.sim.driver import PhysicalMemory, UnitDriver
-from hwvirt.sim.fresh_stack import call_on_fresh_stack
+from hwvirt.sim.fresh_stack import run_simulation
 from hwvirt.sim.runner import AmaranthIO
 
 import exit_model
@@ -54,7 +54,7 @@ def run(body, memory=None):
         out["value"] = await body(driver, unit, ctx)
 
     sim.add_testbench(bench)
-    call_on_fresh_stack(sim.run)
+    run_simulation(sim)
     return out["value"]
 
 

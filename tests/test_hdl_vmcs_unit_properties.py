@@ -24,7 +24,7 @@ import random
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
-from hwvirt.hdl.capabilities import DEFAULT_FEATURES, MSR, VMXCapabilities
+from hwvirt.hdl.capabilities import MSR, VMXCapabilities
 from hwvirt.hdl.exit_logic import ExitDecider
 from hwvirt.hdl.vmcs_fields import BY_NAME, VMCS_FIELDS, FieldType, field_name, lookup_encoding
 from hwvirt.hdl.vmcs_unit import VMCSUnit
@@ -33,7 +33,7 @@ from hwvirt.sim.scenario import Config
 
 from entry_baseline import LINK_VMCS, MSR_AREA, variants
 from vmx_model import (
-    CPU_RESET, ENTRY_FIELDS, FIELD_BASE, LAUNCH_WORD_OFFSET, ROW_KEYS, field_offset, model_rows,
+    CPU_RESET, ENTRY_FIELDS, FIELD_BASE, LAUNCH_WORD_OFFSET, REDUCED_FEATURES, ROW_KEYS, field_offset, model_rows,
     region_words, scenario, step,
 )
 
@@ -45,9 +45,8 @@ UNSET_PAGE = 0x9000                  # never written: revision 0
 MAXPHYADDR = 39
 GUEST_PDPT = 0x2000                  # GUEST_CR3 of the PAE variants: their PDPTEs (EPT is off)
 
-#: The smallest configuration: no optional feature but the two a 64-bit host and guest need
-#: ('host address-space size', 'IA-32e mode guest': control bits, no fields): 115 fields.
-REDUCED = {name: name in ("host_address_space_size", "ia32e_mode_guest") for name in DEFAULT_FEATURES}
+#: The smallest configuration (115 fields).
+REDUCED = REDUCED_FEATURES
 #: ... plus VMCS shadowing (a VMCS with revision bit 31 set may be loaded).
 REDUCED_SHADOWING = {**REDUCED, "secondary_controls": True, "vmcs_shadowing": True}
 

@@ -8,7 +8,7 @@ from hwvirt.hdl.arch_state import SEGMENTS
 from hwvirt.hdl.capabilities import VMXCapabilities
 from hwvirt.hdl.vmcs_fields import BY_NAME
 from hwvirt.sim.driver import PhysicalMemory, UnitDriver
-from hwvirt.sim.fresh_stack import call_on_fresh_stack
+from hwvirt.sim.fresh_stack import run_simulation
 from hwvirt.sim.runner import AmaranthIO, build_unit, execute_steps
 from hwvirt.sim.scenario import parse_scenario
 
@@ -28,7 +28,7 @@ def run_and_read_state(scenario):
         out["status"] = ctx.get(unit.status)
 
     sim.add_testbench(bench)
-    call_on_fresh_stack(sim.run)
+    run_simulation(sim)
     return out["rows"], out["state"], out["status"]
 
 

@@ -28,3 +28,42 @@ def test_exception_is_re_raised_unchanged():
 
     with pytest.raises(Marker, match="from the simulation"):
         call_on_fresh_stack(fail)
+
+
+def test_run_simulation_runs_the_testbenches_or_until_a_time():
+    from amaranth.hdl import Module, Signal
+    from amaranth.sim import Simulator
+
+    from hwvirt.sim.fresh_stack import run_simulation
+
+    def counter_sim():
+        m = Module()
+        count = Signal(8)
+        m.d.sync += count.eq(count + 1)
+        sim = Simulator(m)
+        sim.add_clock(1e-6)
+        return sim, count
+
+    sim, count = counter_sim()
+    seen = []
+
+    async def bench(ctx):
+        seen.append(threading.get_ident())
+        await ctx.tick().repeat(5)
+        seen.append(ctx.get(count))
+
+    sim.add_testbench(bench)
+    run_simulation(sim)
+    assert seen[0] != threading.get_ident() and seen[1] == 5
+
+    sim, count = counter_sim()
+    edges = []
+
+    async def watch(ctx):
+        async for *_, value in ctx.tick().sample(count):
+            edges.append(value)
+
+    sim.add_process(watch)
+    run_simulation(sim, until=10.75e-6)
+    # 1 µs clock, first rising edge at 0.5 µs: 11 edges by 10.75 µs, and the simulation stops there.
+    assert edges == list(range(11))

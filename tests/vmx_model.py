@@ -78,6 +78,7 @@ the checks), ``injected`` (``{vector, type, error_code}`` of the event a VM entr
 bus transfers the last instruction needed.
 """
 
+from hwvirt.hdl.capabilities import DEFAULT_FEATURES
 from hwvirt.hdl.entry_check_catalogue import BY_ID, CHECKS, CheckGroup
 from hwvirt.hdl.entry_checks import entry_fields_layout
 from hwvirt.hdl.vmcs_fields import BY_NAME, VMCS_FIELDS
@@ -89,7 +90,7 @@ from entry_model import reference_failures, reference_msr_entry
 __all__ = [
     "VMXModel", "ByteMemory", "CPU_RESET", "EXIT_REASONS", "ROW_KEYS", "INVALID_POINTER",
     "LAUNCH_WORD_OFFSET", "FIELD_BASE", "ENTRY_FIELDS", "ENTRY_FAILURE_BIT", "field_offset",
-    "region_words", "step", "scenario", "model_for", "model_rows",
+    "region_words", "step", "scenario", "model_for", "model_rows", "REDUCED_FEATURES",
 ]
 
 MASK64 = (1 << 64) - 1
@@ -97,6 +98,10 @@ MASK32 = (1 << 32) - 1
 INVALID_POINTER = MASK64
 LAUNCH_WORD_OFFSET = 0x8
 FIELD_BASE = 0x10
+
+#: The smallest configuration the tests use: no optional feature but the two a 64-bit host and guest
+#: need ('host address-space size', 'IA-32e mode guest': control bits, no fields): 115 fields.
+REDUCED_FEATURES = {name: name in ("host_address_space_size", "ia32e_mode_guest") for name in DEFAULT_FEATURES}
 
 #: Keys of a result row the model predicts.
 ROW_KEYS = ("outcome", "error", "fault", "value", "exit_reason", "qualification", "check", "checks",
