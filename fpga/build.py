@@ -253,11 +253,16 @@ def _yosys_ff_count(build_dir, name):
 
 
 def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=None, build_dir=None,
-          ram_size=64 * 1024, router="router2", seed=1):
+          ram_size=64 * 1024, router="router2", seed=1, spread=None):
     """Build one bitstream (or, with ``place_only``, place only); return the summary dict.
 
     ``block`` names one of :data:`BLOCKS` to build alone in the test wrapper (``unit_only`` is
     ``block="unit"``). See :func:`summarize_report` for the summary.
+
+    ``spread`` (ECP5 only): place, move the logic tiles apart along their rows by this factor
+    (:mod:`hwvirt.fpga.spread`), then route the spread placement. Synthesis then uses no wide-mux
+    cells (``synth_ecp5 -nowidelut``): nextpnr 0.11 cannot route a reloaded placement whose slices
+    hold PFUMX/L6MUX trees ("attempting to reserve driver output path wire ... for nets ...").
     """
     from hwvirt.sim.toolchain import build_root
 
@@ -288,7 +293,17 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
     if router not in ROUTERS:
         raise ValueError(f"unknown router {router!r}; choose from {', '.join(ROUTERS)}")
     nextpnr_opts = f"--report report.json --seed {int(seed)} --router {router} --timing-allow-fail"
-    if place_only:
+    if spread is not None:
+        if board not in SPREAD_BOARDS:
+            raise ValueError(f"spread is for the ECP5 boards ({', '.join(SPREAD_BOARDS)}), not {board!r}")
+        if place_only:
+            raise ValueError("spread routes the spread placement: it cannot be combined with place_only")
+        plan = platform.build(top, name=name, build_dir=str(build_dir), do_build=False,
+                              nextpnr_opts=nextpnr_opts + f" --no-route --write {name}_placed.json",
+                              synth_opts="-nowidelut")
+        plan.extract(str(build_dir))
+        _place_spread_route(build_dir, name, spread, target_hz)
+    elif place_only:
         # The placed netlist is kept for ``python -m hwvirt.fpga.wirelength``.
         nextpnr_opts += f" --no-route --write {name}_placed.json"
         plan = platform.build(top, name=name, build_dir=str(build_dir), do_build=False,
@@ -306,6 +321,7 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
     if summary["ff"] is None:
         summary["ff"] = _yosys_ff_count(build_dir, name)
     summary["placed_only"] = place_only
+    summary["spread"] = spread
     summary["bitstream"] = None if place_only else str(next(
         p for p in build_dir.iterdir() if p.name.startswith(name) and p.suffix in (".bit", ".bin")))
     summary["oscillator_mhz"] = osc_hz / 1e6
@@ -315,6 +331,46 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
 
 #: nextpnr's routers for ECP5 and iCE40 (``--router``).
 ROUTERS = ("router1", "router2")
+#: The boards whose placements :mod:`hwvirt.fpga.spread` can spread (ECP5).
+SPREAD_BOARDS = ("ulx3s-85f",)
+
+
+def _place_spread_route(build_dir, name, factor, target_hz):
+    """Run the build script's synthesis and placement, spread the placement, then route it from the
+    spread netlist (nextpnr only routes a netlist that says it is placed) and pack the bitstream."""
+    import shlex
+    import subprocess
+    from .spread import spread_placement
+    build_dir = Path(build_dir)
+    script = (build_dir / f"build_{name}.sh").read_text().splitlines()
+    _run_script_until(build_dir, f"build_{name}.sh", stop_at='"$ECPPACK"')
+    placed = json.loads((build_dir / f"{name}_placed.json").read_text())
+    spread, report = spread_placement(placed, factor=factor)
+    # The reloaded netlist has lost the LPF's clock constraint (its clock net is now the global
+    # buffer's) and nextpnr takes the netlist's own settings over ``--freq``: the target goes there.
+    for module in spread["modules"].values():
+        if "settings" in module:
+            module["settings"]["target_freq"] = f"{float(target_hz):.6f}"
+    (build_dir / f"{name}_spread.json").write_text(json.dumps(spread))
+    print(f"spread {report.tiles} logic tiles ({report.runs} carry runs) from columns "
+          f"{report.columns_before[0]}-{report.columns_before[1]} to "
+          f"{report.columns_after[0]}-{report.columns_after[1]} (factor {factor})", flush=True)
+    # The route step is the script's own nextpnr command on the spread netlist, with its own log.
+    nextpnr = next(line for line in script if line.startswith('"$NEXTPNR_ECP5"'))
+    args = shlex.split(nextpnr)[1:]
+    route = []
+    while args:
+        arg = args.pop(0)
+        if arg in ("--write", "--seed"):
+            args.pop(0)
+        elif arg != "--no-route":
+            route.append(arg)
+    route[route.index("--json") + 1] = f"{name}_spread.json"
+    route[route.index("--log") + 1] = f"{name}_route.tim"
+    lines = [line for line in script if line.startswith(": ${")]
+    lines.append('"$NEXTPNR_ECP5" ' + " ".join(shlex.quote(a) for a in route))
+    lines += [line for line in script if line.startswith('"$ECPPACK"')]
+    subprocess.run(["sh", "-ec", "\n".join(lines)], cwd=build_dir, check=True)
 
 
 def timing_verdict(summary):
@@ -389,12 +445,15 @@ def main(argv=None):
     parser.add_argument("--target-mhz", type=float, help="clock constraint for nextpnr")
     parser.add_argument("--router", choices=ROUTERS, default="router2", help="nextpnr's router")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed")
+    parser.add_argument("--spread", type=float, metavar="FACTOR",
+                        help="ECP5: move the placed logic tiles apart along their rows by FACTOR before "
+                             "routing (hwvirt.fpga.spread)")
     parser.add_argument("--build-dir")
     parser.add_argument("--json", help="also write the summary as JSON")
     args = parser.parse_args(argv)
     summary = build(args.board, unit_only=args.unit_only, block=args.block, place_only=args.place_only,
                     target_mhz=args.target_mhz, build_dir=args.build_dir, router=args.router,
-                    seed=args.seed)
+                    seed=args.seed, spread=args.spread)
     print(format_summary(summary))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
