@@ -259,10 +259,10 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
     ``block`` names one of :data:`BLOCKS` to build alone in the test wrapper (``unit_only`` is
     ``block="unit"``). See :func:`summarize_report` for the summary.
 
-    ``spread`` (ECP5 only): place, move the logic tiles apart along their rows by this factor
-    (:mod:`hwvirt.fpga.spread`), then route the spread placement. Synthesis then uses no wide-mux
-    cells (``synth_ecp5 -nowidelut``): nextpnr 0.11 cannot route a reloaded placement whose slices
-    hold PFUMX/L6MUX trees ("attempting to reserve driver output path wire ... for nets ...").
+    ``spread`` (ECP5 only): place, move the logic tiles apart along their rows by this factor, pin
+    the logic cells there and place the rest and route (:mod:`hwvirt.fpga.spread`). Synthesis then
+    uses no wide-mux cells (``synth_ecp5 -nowidelut``): their LUTs would belong to PFUMX clusters,
+    which the placer places as a whole, not cell by cell.
     """
     from hwvirt.sim.toolchain import build_root
 
@@ -271,6 +271,13 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
         block = block or "unit"
     if block is not None and block not in BLOCKS:
         raise ValueError(f"unknown block {block!r}; choose from {', '.join(BLOCKS)}")
+    if spread is not None:
+        if board not in SPREAD_BOARDS:
+            raise ValueError(f"spread is for the ECP5 boards ({', '.join(SPREAD_BOARDS)}), not {board!r}")
+        if place_only:
+            raise ValueError("spread routes the spread placement: it cannot be combined with place_only")
+        if spread < 1:
+            raise ValueError(f"the spread factor must be at least 1, not {spread!r}")
     osc_hz, targets = BOARDS[board]
     kind = "soc" if block is None else block
     target_hz = int(target_mhz * 1e6) if target_mhz else targets["soc" if block is None else "unit"]
@@ -294,15 +301,11 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
         raise ValueError(f"unknown router {router!r}; choose from {', '.join(ROUTERS)}")
     nextpnr_opts = f"--report report.json --seed {int(seed)} --router {router} --timing-allow-fail"
     if spread is not None:
-        if board not in SPREAD_BOARDS:
-            raise ValueError(f"spread is for the ECP5 boards ({', '.join(SPREAD_BOARDS)}), not {board!r}")
-        if place_only:
-            raise ValueError("spread routes the spread placement: it cannot be combined with place_only")
         plan = platform.build(top, name=name, build_dir=str(build_dir), do_build=False,
                               nextpnr_opts=nextpnr_opts + f" --no-route --write {name}_placed.json",
                               synth_opts="-nowidelut")
         plan.extract(str(build_dir))
-        _place_spread_route(build_dir, name, spread, target_hz)
+        _place_spread_route(build_dir, name, spread)
     elif place_only:
         # The placed netlist is kept for ``python -m hwvirt.fpga.wirelength``.
         nextpnr_opts += f" --no-route --write {name}_placed.json"
@@ -335,38 +338,36 @@ ROUTERS = ("router1", "router2")
 SPREAD_BOARDS = ("ulx3s-85f",)
 
 
-def _place_spread_route(build_dir, name, factor, target_hz):
-    """Run the build script's synthesis and placement, spread the placement, then route it from the
-    spread netlist (nextpnr only routes a netlist that says it is placed) and pack the bitstream."""
+def _place_spread_route(build_dir, name, factor):
+    """Run the build script's synthesis and placement, spread the placement
+    (:func:`~hwvirt.fpga.spread.spread_placement`), pin the logic cells of the synthesized netlist
+    there (:func:`~hwvirt.fpga.spread.pin_cells`), then run the script's nextpnr command again on the
+    pinned netlist (placing the unpinned cells and routing) and pack the bitstream."""
     import shlex
     import subprocess
-    from .spread import spread_placement
+    from .spread import pin_cells, spread_placement
     build_dir = Path(build_dir)
     script = (build_dir / f"build_{name}.sh").read_text().splitlines()
     _run_script_until(build_dir, f"build_{name}.sh", stop_at='"$ECPPACK"')
+    (build_dir / f"{name}.tim").rename(build_dir / f"{name}_place.tim")
     placed = json.loads((build_dir / f"{name}_placed.json").read_text())
     spread, report = spread_placement(placed, factor=factor)
-    # The reloaded netlist has lost the LPF's clock constraint (its clock net is now the global
-    # buffer's) and nextpnr takes the netlist's own settings over ``--freq``: the target goes there.
-    for module in spread["modules"].values():
-        if "settings" in module:
-            module["settings"]["target_freq"] = f"{float(target_hz):.6f}"
-    (build_dir / f"{name}_spread.json").write_text(json.dumps(spread))
+    pinned, count = pin_cells(json.loads((build_dir / f"{name}.json").read_text()), spread)
+    (build_dir / f"{name}_pinned.json").write_text(json.dumps(pinned))
     print(f"spread {report.tiles} logic tiles ({report.runs} carry runs) from columns "
           f"{report.columns_before[0]}-{report.columns_before[1]} to "
-          f"{report.columns_after[0]}-{report.columns_after[1]} (factor {factor})", flush=True)
-    # The route step is the script's own nextpnr command on the spread netlist, with its own log.
+          f"{report.columns_after[0]}-{report.columns_after[1]} (factor {factor}); {count} cells pinned",
+          flush=True)
     nextpnr = next(line for line in script if line.startswith('"$NEXTPNR_ECP5"'))
     args = shlex.split(nextpnr)[1:]
     route = []
     while args:
         arg = args.pop(0)
-        if arg in ("--write", "--seed"):
+        if arg == "--write":
             args.pop(0)
         elif arg != "--no-route":
             route.append(arg)
-    route[route.index("--json") + 1] = f"{name}_spread.json"
-    route[route.index("--log") + 1] = f"{name}_route.tim"
+    route[route.index("--json") + 1] = f"{name}_pinned.json"
     lines = [line for line in script if line.startswith(": ${")]
     lines.append('"$NEXTPNR_ECP5" ' + " ".join(shlex.quote(a) for a in route))
     lines += [line for line in script if line.startswith('"$ECPPACK"')]

@@ -12,12 +12,16 @@ What a move keeps legal: a tile's contents move together, so everything that mus
 do not change, so block RAM, DSP and I/O sites (not moved) keep their places; tiles joined by a carry
 chain (``FCO`` → ``FCI`` into the next tile to the right) move as one run and stay adjacent.
 
-nextpnr reads the result like its own ``--write`` output: the netlist says it is packed and placed,
-so a run with ``--json <spread>`` only routes.
+The spread placement is handed back to nextpnr as placement constraints: :func:`pin_cells` puts
+a ``BEL`` attribute on each logic LUT and flip-flop of the *synthesized* netlist, and nextpnr's
+placer binds them there and places the rest (carry chains, LUT RAM, block RAM, I/O) around them.
+(Loading nextpnr's own placed netlist back with ``--json`` would skip the placer, but nextpnr 0.11
+cannot route such a reloaded design: its carry chains' and wide muxes' in-slice nets clash,
+"Wire ... FCI..._SLICE is used as source and sink in different nets".)
 
 Usage::
 
-    python -m hwvirt.fpga.spread placed.json spread.json --factor 2.2 [--last-column 123]
+    python -m hwvirt.fpga.spread placed.json pinned.json --factor 2.2 --pin synthesized.json
 """
 
 import json
@@ -25,7 +29,7 @@ import math
 import re
 from dataclasses import dataclass
 
-__all__ = ["SpreadError", "SpreadReport", "parse_slice_bel", "spread_placement"]
+__all__ = ["SpreadError", "SpreadReport", "parse_slice_bel", "spread_placement", "pin_cells"]
 
 _SLICE_BEL = re.compile(r"^X(\d+)/Y(\d+)/(SLICE[A-D]\..+)$")
 
@@ -146,6 +150,25 @@ def spread_placement(netlist, *, factor, first_column=FIRST_COLUMN, last_column=
                                  (min(xs_after), max(xs_after)))
 
 
+def pin_cells(synthesized, placed):
+    """Copy the placement of ``placed`` (nextpnr JSON) onto ``synthesized`` (Yosys's JSON, which
+    nextpnr reads) as ``BEL`` attributes: every logic LUT (a ``LUT4`` placed as a ``TRELLIS_COMB`` in
+    ``LOGIC`` mode) and every flip-flop, matched by cell name. Carry, LUT-RAM and other cells are not
+    pinned. Returns ``(netlist, pinned count)``; the input is not changed."""
+    synthesized = json.loads(json.dumps(synthesized))
+    cells = _top(synthesized)["cells"]
+    pinned = 0
+    for name, cell in _top(placed)["cells"].items():
+        logic = (cell["type"] == "TRELLIS_FF" or
+                 cell["type"] == "TRELLIS_COMB" and cell["parameters"].get("MODE", "LOGIC") == "LOGIC")
+        target = cells.get(name)
+        if not logic or target is None or target["type"] not in ("LUT4", "TRELLIS_FF"):
+            continue
+        target.setdefault("attributes", {})["BEL"] = cell["attributes"]["NEXTPNR_BEL"]
+        pinned += 1
+    return synthesized, pinned
+
+
 def main(argv=None):
     import argparse
     parser = argparse.ArgumentParser(description="Spread a placed ECP5 netlist's logic tiles along their rows.")
@@ -154,15 +177,22 @@ def main(argv=None):
     parser.add_argument("--factor", type=float, required=True)
     parser.add_argument("--first-column", type=int, default=FIRST_COLUMN)
     parser.add_argument("--last-column", type=int, default=LAST_COLUMN)
+    parser.add_argument("--pin", metavar="SYNTHESIZED",
+                        help="write SYNTHESIZED (Yosys's JSON) with BEL attributes from the spread "
+                             "placement to OUTPUT instead of the spread placement itself")
     args = parser.parse_args(argv)
     with open(args.placed) as f:
         netlist = json.load(f)
     spread, report = spread_placement(netlist, factor=args.factor, first_column=args.first_column,
                                       last_column=args.last_column)
-    with open(args.output, "w") as f:
-        json.dump(spread, f)
     print(f"{report.tiles} logic tiles, {report.runs} carry runs; columns {report.columns_before} → "
           f"{report.columns_after}")
+    if args.pin:
+        with open(args.pin) as f:
+            spread, pinned = pin_cells(json.load(f), spread)
+        print(f"{pinned} cells pinned")
+    with open(args.output, "w") as f:
+        json.dump(spread, f)
     return 0
 
 

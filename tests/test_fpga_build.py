@@ -126,3 +126,15 @@ def test_soc_ulx3s_85f(tmp_path):
     assert Path(summary["bitstream"]).stat().st_size > 0
     assert summary["bram"] >= 32            # 64 KiB of RAM in DP16KD blocks, plus the VMCS store
     assert summary["timing"] != "fails", "too slow even for the board oscillator"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"board": "icebreaker", "spread": 2.0}, "spread is for the ECP5 boards"),
+    ({"board": "ulx3s-85f", "spread": 2.0, "place_only": True}, "cannot be combined with place_only"),
+    ({"board": "ulx3s-85f", "spread": 0.5}, "at least 1"),
+])
+def test_spread_arguments_are_checked_before_building(kwargs, message, tmp_path):
+    from hwvirt.fpga.build import build
+    with pytest.raises(ValueError, match=message):
+        build(block="field-decoder", build_dir=tmp_path, **kwargs)
+    assert not any(tmp_path.iterdir())

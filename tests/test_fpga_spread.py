@@ -104,3 +104,29 @@ def test_bad_placements_and_arguments_are_refused():
         spread_placement(_netlist({"io": _cell("TRELLIS_IO", "X0/Y47/PIOA", I=[1])}), factor=2)
     with pytest.raises(ValueError, match="factor must be at least 1"):
         spread_placement(_netlist(wide), factor=0.5)
+
+
+def test_pin_cells_copies_logic_placements_onto_the_synthesized_netlist():
+    from hwvirt.fpga.spread import pin_cells
+    placed = _netlist({
+        "lut": _cell("TRELLIS_COMB", "X5/Y5/SLICEA.K0", F=[1]),
+        "ff": _cell("TRELLIS_FF", "X5/Y5/SLICEA.FF0", DI=[1]),
+        "adder$CCU2_COMB0": _cell("TRELLIS_COMB", "X6/Y5/SLICEA.K0", FCO=[2]),
+        "ram": _cell("DP16KD", "X4/Y22/DP16KD"),
+        "placer_only": _cell("TRELLIS_COMB", "X7/Y5/SLICEB.K0", F=[3]),
+    })
+    placed["modules"]["top"]["cells"]["adder$CCU2_COMB0"]["parameters"]["MODE"] = "CCU2"
+    synthesized = _netlist({
+        "lut": {"type": "LUT4", "attributes": {}, "connections": {}},
+        "ff": {"type": "TRELLIS_FF", "attributes": {"src": "x.py:1"}, "connections": {}},
+        "adder": {"type": "CCU2C", "attributes": {}, "connections": {}},
+        "ram": {"type": "DP16KD", "attributes": {}, "connections": {}},
+    })
+    before = json.dumps(synthesized)
+    pinned, count = pin_cells(synthesized, placed)
+    assert json.dumps(synthesized) == before
+    cells = pinned["modules"]["top"]["cells"]
+    assert count == 2
+    assert cells["lut"]["attributes"] == {"BEL": "X5/Y5/SLICEA.K0"}
+    assert cells["ff"]["attributes"] == {"src": "x.py:1", "BEL": "X5/Y5/SLICEA.FF0"}
+    assert "BEL" not in cells["adder"]["attributes"] and "BEL" not in cells["ram"]["attributes"]
