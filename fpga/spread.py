@@ -4,11 +4,11 @@ nextpnr's HeAP placer packs a design into as small a region as legalisation allo
 SoC fill about 40 % of the LFE5U-85F's columns at ~75 % local use), and ``--placer-heap-beta`` does
 not loosen it (see ``fpga/README.md``). Such a placement of the VMX unit needs more wire than that
 region has, and router2 does not converge. This module moves whole logic tiles (PLC: four slices,
-their LUTs and flip-flops, carry and wide-mux links, LUT-RAM) further apart along each row, so the
-same relative placement covers more of the die and each tile's neighbourhood offers more routing.
+their LUTs and flip-flops) further apart along each row, so the same relative placement covers more
+of the die and each tile's neighbourhood offers more routing.
 
 What a move keeps legal: a tile's contents move together, so everything that must share a tile
-(a slice's control set, LUT/flip-flop pairs, PFUMX/L6MUX trees, distributed RAM) stays shared; rows
+(a slice's control set, LUT/flip-flop pairs) stays shared; rows
 do not change, so block RAM, DSP and I/O sites (not moved) keep their places; tiles joined by a carry
 chain (``FCO`` → ``FCI`` into the next tile to the right) move as one run and stay adjacent.
 
