@@ -29,6 +29,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from .wirelength import _top_module
+
 __all__ = ["SpreadError", "SpreadReport", "parse_slice_bel", "spread_placement", "pin_cells"]
 
 _SLICE_BEL = re.compile(r"^X(\d+)/Y(\d+)/(SLICE[A-D]\..+)$")
@@ -55,12 +57,6 @@ def parse_slice_bel(name):
     if match is None:
         return None
     return int(match[1]), int(match[2]), match[3]
-
-
-def _top(netlist):
-    modules = netlist["modules"]
-    tops = [m for m in modules.values() if m.get("attributes", {}).get("top")]
-    return tops[0] if tops else next(iter(modules.values()))
 
 
 def _tile_of_cells(module):
@@ -109,7 +105,7 @@ def spread_placement(netlist, *, factor, first_column=FIRST_COLUMN, last_column=
     if factor < 1:
         raise ValueError(f"factor must be at least 1, not {factor!r}")
     netlist = json.loads(json.dumps(netlist))
-    module = _top(netlist)
+    module = _top_module(netlist)
     tile_of = _tile_of_cells(module)
     if not tile_of:
         raise SpreadError("the netlist has no placed logic cells (is it nextpnr's placed JSON?)")
@@ -156,9 +152,9 @@ def pin_cells(synthesized, placed):
     ``LOGIC`` mode) and every flip-flop, matched by cell name. Carry, LUT-RAM and other cells are not
     pinned. Returns ``(netlist, pinned count)``; the input is not changed."""
     synthesized = json.loads(json.dumps(synthesized))
-    cells = _top(synthesized)["cells"]
+    cells = _top_module(synthesized)["cells"]
     pinned = 0
-    for name, cell in _top(placed)["cells"].items():
+    for name, cell in _top_module(placed)["cells"].items():
         logic = (cell["type"] == "TRELLIS_FF" or
                  cell["type"] == "TRELLIS_COMB" and cell["parameters"].get("MODE", "LOGIC") == "LOGIC")
         target = cells.get(name)
