@@ -345,19 +345,15 @@ def _place_spread_route(build_dir, name, factor):
     pinned netlist (placing the unpinned cells and routing) and pack the bitstream."""
     import shlex
     import subprocess
-    from .spread import pin_cells, spread_placement
+    from .spread import spread_and_pin
     build_dir = Path(build_dir)
     script = (build_dir / f"build_{name}.sh").read_text().splitlines()
     _run_script_until(build_dir, f"build_{name}.sh", stop_at='"$ECPPACK"')
     (build_dir / f"{name}.tim").rename(build_dir / f"{name}_place.tim")
-    placed = json.loads((build_dir / f"{name}_placed.json").read_text())
-    spread, report = spread_placement(placed, factor=factor)
-    pinned, count = pin_cells(json.loads((build_dir / f"{name}.json").read_text()), spread)
+    pinned, summary = spread_and_pin(json.loads((build_dir / f"{name}_placed.json").read_text()),
+                                     json.loads((build_dir / f"{name}.json").read_text()), factor=factor)
     (build_dir / f"{name}_pinned.json").write_text(json.dumps(pinned))
-    print(f"spread {report.tiles} logic tiles ({report.runs} carry runs) from columns "
-          f"{report.columns_before[0]}-{report.columns_before[1]} to "
-          f"{report.columns_after[0]}-{report.columns_after[1]} (factor {factor}); {count} cells pinned",
-          flush=True)
+    print(summary, flush=True)
     nextpnr = next(line for line in script if line.startswith('"$NEXTPNR_ECP5"'))
     args = shlex.split(nextpnr)[1:]
     route = []

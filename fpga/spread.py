@@ -8,13 +8,14 @@ their LUTs and flip-flops) further apart along each row, so the same relative pl
 of the die and each tile's neighbourhood offers more routing.
 
 What a move keeps legal: a tile's contents move together, so everything that must share a tile
-(a slice's control set, LUT/flip-flop pairs) stays shared; rows
-do not change, so block RAM, DSP and I/O sites (not moved) keep their places; tiles joined by a carry
-chain (``FCO`` → ``FCI`` into the next tile to the right) move as one run and stay adjacent.
+(a slice's control set, LUT/flip-flop pairs) stays shared; rows do not change; tiles joined by a carry
+chain (``FCO`` → ``FCI`` into the next tile to the right) move as one run and stay adjacent. Block
+RAMs move along their row too, to the free block-RAM site nearest their spread column (so that
+they stay beside the logic they feed); DSP and I/O sites keep their places.
 
 The spread placement is handed back to nextpnr as placement constraints: :func:`pin_cells` puts
-a ``BEL`` attribute on each logic LUT and flip-flop of the *synthesized* netlist, and nextpnr's
-placer binds them there and places the rest (carry chains, LUT RAM, block RAM, I/O) around them.
+a ``BEL`` attribute on each logic LUT, flip-flop and block RAM of the *synthesized* netlist, and
+nextpnr's placer binds them there and places the rest (carry chains, LUT RAM, I/O) around them.
 (Loading nextpnr's own placed netlist back with ``--json`` would skip the placer, but nextpnr 0.11
 cannot route such a reloaded design: its carry chains' and wide muxes' in-slice nets clash,
 "Wire ... FCI..._SLICE is used as source and sink in different nets".)
@@ -31,12 +32,35 @@ from dataclasses import dataclass
 
 from .wirelength import _top_module
 
-__all__ = ["SpreadError", "SpreadReport", "parse_slice_bel", "spread_placement", "pin_cells"]
+__all__ = ["SpreadError", "SpreadReport", "parse_slice_bel", "spread_placement", "pin_cells",
+           "spread_and_pin"]
 
 _SLICE_BEL = re.compile(r"^X(\d+)/Y(\d+)/(SLICE[A-D]\..+)$")
+_EBR_BEL = re.compile(r"^X(\d+)/Y(\d+)/EBR([0-3])$")
 
 #: The first and last logic column of the LFE5U-85F (126 × 95 tiles; columns 0 and 125 hold I/O).
 FIRST_COLUMN, LAST_COLUMN = 2, 123
+
+
+def _lfe5u_85f_block_ram_sites():
+    """The LFE5U-85F's DP16KD sites, ``{row: [(column, "EBRn"), ...]}`` in column order.
+
+    From Project Trellis's tile grid of the device (the ``MIB_EBR*`` tiles): four block-RAM rows
+    (Y 22, 46, 70, 82), each with 13 groups of four sites; a group starting at column *g* has EBR0 at
+    *g*, EBR1 at *g* + 2, EBR2 at *g* + 4 and EBR3 at *g* + 6, and the groups start every nine columns
+    from 4 to 58 and from 69 to 114 (the clock spine sits between). In rows 22 and 70 the tile at
+    column 69 is a clock multiplexer (``EBR_CMUX``) instead of ``MIB_EBR0``, so that site is left out.
+    """
+    starts = list(range(4, 59, 9)) + list(range(69, 115, 9))
+    sites = {}
+    for row in (22, 46, 70, 82):
+        sites[row] = [(g + 2 * i, f"EBR{i}") for g in starts for i in range(4)
+                      if not (row in (22, 70) and g == 69 and i == 0)]
+    return sites
+
+
+#: Block-RAM sites of the LFE5U-85F by row (see :func:`_lfe5u_85f_block_ram_sites`).
+BLOCK_RAM_SITES = _lfe5u_85f_block_ram_sites()
 
 
 class SpreadError(Exception):
@@ -49,6 +73,7 @@ class SpreadReport:
     runs: int             # carry-chain runs kept together (of two tiles or more)
     columns_before: tuple # (first, last) logic column used
     columns_after: tuple
+    block_rams: int = 0   # block RAMs moved to the site nearest their spread column
 
 
 def parse_slice_bel(name):
@@ -95,11 +120,14 @@ def _carry_links(module, tile_of):
     return links
 
 
-def spread_placement(netlist, *, factor, first_column=FIRST_COLUMN, last_column=LAST_COLUMN):
+def spread_placement(netlist, *, factor, first_column=FIRST_COLUMN, last_column=LAST_COLUMN,
+                     block_ram_sites=BLOCK_RAM_SITES):
     """Spread the logic tiles of a placed netlist (nextpnr JSON, as a dict) along their rows.
 
     Each row's tiles keep their order; a tile at column *x* goes to ``first + round((x - first) ×
     factor)`` (rounded half up) or the first free column after the tile before it, carry-chain runs as one block.
+    Block RAMs go to the free site of their row (``block_ram_sites``) nearest to where the same rule
+    puts their column, so that they stay beside the logic they connect to.
     Returns ``(netlist, SpreadReport)``; the input is not changed.
     """
     if factor < 1:
@@ -140,29 +168,68 @@ def spread_placement(netlist, *, factor, first_column=FIRST_COLUMN, last_column=
         attrs = module["cells"][name]["attributes"]
         _, _, site = parse_slice_bel(attrs["NEXTPNR_BEL"])
         attrs["NEXTPNR_BEL"] = f"X{new_x[(x, y)]}/Y{y}/{site}"
+    block_rams = _spread_block_rams(module, factor, first_column, block_ram_sites)
     xs_before = [x for x, _ in used]
     xs_after = list(new_x.values())
     return netlist, SpreadReport(len(used), runs, (min(xs_before), max(xs_before)),
-                                 (min(xs_after), max(xs_after)))
+                                 (min(xs_after), max(xs_after)), block_rams)
+
+
+def _spread_block_rams(module, factor, first_column, sites):
+    """Move each placed block RAM to the free site of its row nearest to its spread column
+    (``first + round((x - first) × factor)``), block RAMs taken in column order. Returns how many
+    were moved."""
+    rams = {}
+    for name, cell in module["cells"].items():
+        match = _EBR_BEL.match(cell.get("attributes", {}).get("NEXTPNR_BEL", ""))
+        if match is not None:
+            rams.setdefault(int(match[2]), []).append((int(match[1]), int(match[3]), name))
+    for y, placed in rams.items():
+        if y not in sites:
+            raise SpreadError(f"a block RAM in row Y{y}, which has no block-RAM sites")
+        free = list(sites[y])
+        if len(placed) > len(free):
+            raise SpreadError(f"row Y{y}: {len(placed)} block RAMs for {len(free)} sites")
+        for x, _, name in sorted(placed):
+            target = first_column + math.floor((x - first_column) * factor + 0.5)
+            site = min(free, key=lambda s: (abs(s[0] - target), s[0]))
+            free.remove(site)
+            module["cells"][name]["attributes"]["NEXTPNR_BEL"] = f"X{site[0]}/Y{y}/{site[1]}"
+    return sum(len(placed) for placed in rams.values())
 
 
 def pin_cells(synthesized, placed):
     """Copy the placement of ``placed`` (nextpnr JSON) onto ``synthesized`` (Yosys's JSON, which
     nextpnr reads) as ``BEL`` attributes: every logic LUT (a ``LUT4`` placed as a ``TRELLIS_COMB`` in
-    ``LOGIC`` mode) and every flip-flop, matched by cell name. Carry, LUT-RAM and other cells are not
-    pinned. Returns ``(netlist, pinned count)``; the input is not changed."""
+    ``LOGIC`` mode), every flip-flop and every block RAM, matched by cell name. Carry, LUT-RAM and
+    other cells are not pinned. Returns ``(netlist, pinned count)``; the input is not changed."""
     synthesized = json.loads(json.dumps(synthesized))
     cells = _top_module(synthesized)["cells"]
     pinned = 0
     for name, cell in _top_module(placed)["cells"].items():
-        logic = (cell["type"] == "TRELLIS_FF" or
+        logic = (cell["type"] in ("TRELLIS_FF", "DP16KD") or
                  cell["type"] == "TRELLIS_COMB" and cell["parameters"].get("MODE", "LOGIC") == "LOGIC")
         target = cells.get(name)
-        if not logic or target is None or target["type"] not in ("LUT4", "TRELLIS_FF"):
+        if not logic or target is None or target["type"] not in ("LUT4", "TRELLIS_FF", "DP16KD"):
             continue
         target.setdefault("attributes", {})["BEL"] = cell["attributes"]["NEXTPNR_BEL"]
         pinned += 1
     return synthesized, pinned
+
+
+def spread_and_pin(placed, synthesized=None, *, factor, **limits):
+    """:func:`spread_placement`, then (if ``synthesized`` is given) :func:`pin_cells` onto it.
+    Returns ``(netlist, one-line summary)``: the pinned synthesized netlist, or the spread placement
+    when there is nothing to pin onto."""
+    spread, report = spread_placement(placed, factor=factor, **limits)
+    summary = (f"spread {report.tiles} logic tiles ({report.runs} carry runs) from columns "
+               f"{report.columns_before[0]}-{report.columns_before[1]} to "
+               f"{report.columns_after[0]}-{report.columns_after[1]} and {report.block_rams} block "
+               f"RAMs (factor {factor})")
+    if synthesized is None:
+        return spread, summary
+    pinned, count = pin_cells(synthesized, spread)
+    return pinned, f"{summary}; {count} cells pinned"
 
 
 def main(argv=None):
@@ -179,16 +246,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     with open(args.placed) as f:
         netlist = json.load(f)
-    spread, report = spread_placement(netlist, factor=args.factor, first_column=args.first_column,
-                                      last_column=args.last_column)
-    print(f"{report.tiles} logic tiles, {report.runs} carry runs; columns {report.columns_before} → "
-          f"{report.columns_after}")
+    synthesized = None
     if args.pin:
         with open(args.pin) as f:
-            spread, pinned = pin_cells(json.load(f), spread)
-        print(f"{pinned} cells pinned")
+            synthesized = json.load(f)
+    output, summary = spread_and_pin(netlist, synthesized, factor=args.factor,
+                                     first_column=args.first_column, last_column=args.last_column)
+    print(summary)
     with open(args.output, "w") as f:
-        json.dump(spread, f)
+        json.dump(output, f)
     return 0
 
 

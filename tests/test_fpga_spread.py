@@ -36,7 +36,7 @@ def test_tiles_move_whole_in_row_order_and_other_cells_stay():
         "b_lut": _cell("TRELLIS_COMB", "X3/Y5/SLICEC.K1", F=[11]),
         "c_lut": _cell("TRELLIS_COMB", "X7/Y5/SLICEB.K0", F=[12]),
         "d_lut": _cell("TRELLIS_COMB", "X3/Y6/SLICEA.K0", F=[13]),
-        "ram":   _cell("DP16KD", "X4/Y22/DP16KD", DIA0=[11]),
+        "ram":   _cell("DP16KD", "X13/Y22/EBR0", DIA0=[11]),
         "io":    _cell("TRELLIS_IO", "X0/Y47/PIOA", I=[12]),
     }
     placed = _netlist(cells)
@@ -49,8 +49,11 @@ def test_tiles_move_whole_in_row_order_and_other_cells_stay():
     assert bels["b_lut"] == "X5/Y5/SLICEC.K1"
     assert bels["c_lut"] == "X17/Y5/SLICEB.K0"
     assert bels["d_lut"] == "X5/Y6/SLICEA.K0"
-    assert bels["ram"] == "X4/Y22/DP16KD" and bels["io"] == "X0/Y47/PIOA"
+    assert bels["io"] == "X0/Y47/PIOA"
+    # the block RAM's column 13 would go to 2 + 11×3 = 35, which is the site EBR2 of the group at 31
+    assert bels["ram"] == "X35/Y22/EBR2"
     assert (report.tiles, report.runs, report.columns_before, report.columns_after) == (4, 0, (2, 7), (2, 17))
+    assert report.block_rams == 1
 
 
 def test_carry_runs_stay_adjacent_and_push_later_tiles_right():
@@ -106,13 +109,52 @@ def test_bad_placements_and_arguments_are_refused():
         spread_placement(_netlist(wide), factor=0.5)
 
 
+def test_block_rams_go_to_the_free_site_nearest_their_spread_column():
+    from hwvirt.fpga.spread import BLOCK_RAM_SITES
+    # The LFE5U-85F's 208 DP16KD: 52 in each of the four block-RAM rows less the two clock
+    # multiplexer tiles of rows 22 and 70.
+    assert sorted((y, len(s)) for y, s in BLOCK_RAM_SITES.items()) == [(22, 51), (46, 52), (70, 51), (82, 52)]
+    assert BLOCK_RAM_SITES[46][:5] == [(4, "EBR0"), (6, "EBR1"), (8, "EBR2"), (10, "EBR3"), (13, "EBR0")]
+    assert (69, "EBR0") in BLOCK_RAM_SITES[46] and (69, "EBR0") not in BLOCK_RAM_SITES[22]
+    cells = {
+        "t": _cell("TRELLIS_COMB", "X2/Y5/SLICEA.K0", F=[1]),
+        # column 13 → 2 + 11×2 = 24 (EBR1 of the group at 22); 15 → 28 (EBR3 of that group)
+        "r13": _cell("DP16KD", "X13/Y46/EBR0"), "r15": _cell("DP16KD", "X15/Y46/EBR1"),
+        # row 82: 14 → 26 (a site); 16 → 30 (no site; 31 is nearest); 17 → 32, whose nearest
+        # free site is then 33
+        "s14": _cell("DP16KD", "X14/Y82/EBR0"), "s16": _cell("DP16KD", "X16/Y82/EBR0"),
+        "s17": _cell("DP16KD", "X17/Y82/EBR0"),
+        # row 70: 17 → 32 with 31 and 33 both free and as near: the lower is taken
+        "u17": _cell("DP16KD", "X17/Y70/EBR2"),
+    }
+    spread, report = spread_placement(_netlist(cells), factor=2)
+    bels = _bels(spread)
+    assert bels["r13"] == "X24/Y46/EBR1" and bels["r15"] == "X28/Y46/EBR3"
+    assert (bels["s14"], bels["s16"], bels["s17"]) == ("X26/Y82/EBR2", "X31/Y82/EBR0", "X33/Y82/EBR1")
+    assert bels["u17"] == "X31/Y70/EBR0"
+    assert report.block_rams == 6
+    # With factor 1 every block RAM on a site keeps it.
+    on_sites = {name: cells[name] for name in ("t", "r13", "r15", "u17")}
+    assert _bels(spread_placement(_netlist(on_sites), factor=1)[0]) == _bels(_netlist(on_sites))
+
+
+def test_block_rams_without_room_are_refused():
+    logic = {"t": _cell("TRELLIS_COMB", "X2/Y5/SLICEA.K0", F=[1])}
+    with pytest.raises(SpreadError, match="block RAM in row Y23, which has no block-RAM sites"):
+        spread_placement(_netlist({**logic, "r": _cell("DP16KD", "X13/Y23/EBR0")}), factor=2)
+    rams = {f"r{i}": _cell("DP16KD", f"X{4 + 2 * i}/Y46/EBR{i}") for i in range(3)}
+    with pytest.raises(SpreadError, match="row Y46: 3 block RAMs for 2 sites"):
+        spread_placement(_netlist({**logic, **rams}), factor=2,
+                         block_ram_sites={46: [(4, "EBR0"), (6, "EBR1")]})
+
+
 def test_pin_cells_copies_logic_placements_onto_the_synthesized_netlist():
     from hwvirt.fpga.spread import pin_cells
     placed = _netlist({
         "lut": _cell("TRELLIS_COMB", "X5/Y5/SLICEA.K0", F=[1]),
         "ff": _cell("TRELLIS_FF", "X5/Y5/SLICEA.FF0", DI=[1]),
         "adder$CCU2_COMB0": _cell("TRELLIS_COMB", "X6/Y5/SLICEA.K0", FCO=[2]),
-        "ram": _cell("DP16KD", "X4/Y22/DP16KD"),
+        "ram": _cell("DP16KD", "X4/Y22/EBR0"),
         "placer_only": _cell("TRELLIS_COMB", "X7/Y5/SLICEB.K0", F=[3]),
     })
     placed["modules"]["top"]["cells"]["adder$CCU2_COMB0"]["parameters"]["MODE"] = "CCU2"
@@ -126,7 +168,22 @@ def test_pin_cells_copies_logic_placements_onto_the_synthesized_netlist():
     pinned, count = pin_cells(synthesized, placed)
     assert json.dumps(synthesized) == before
     cells = pinned["modules"]["top"]["cells"]
-    assert count == 2
+    assert count == 3
     assert cells["lut"]["attributes"] == {"BEL": "X5/Y5/SLICEA.K0"}
     assert cells["ff"]["attributes"] == {"src": "x.py:1", "BEL": "X5/Y5/SLICEA.FF0"}
-    assert "BEL" not in cells["adder"]["attributes"] and "BEL" not in cells["ram"]["attributes"]
+    assert cells["ram"]["attributes"] == {"BEL": "X4/Y22/EBR0"}
+    assert "BEL" not in cells["adder"]["attributes"]
+
+
+def test_spread_and_pin_summarizes_both_steps():
+    from hwvirt.fpga.spread import spread_and_pin
+    placed = _netlist({"lut": _cell("TRELLIS_COMB", "X3/Y5/SLICEA.K0", F=[1]),
+                       "ram": _cell("DP16KD", "X13/Y22/EBR0")})
+    synthesized = _netlist({"lut": {"type": "LUT4", "attributes": {}, "connections": {}},
+                            "ram": {"type": "DP16KD", "attributes": {}, "connections": {}}})
+    pinned, summary = spread_and_pin(placed, synthesized, factor=2)
+    assert summary == ("spread 1 logic tiles (0 carry runs) from columns 3-3 to 4-4 and 1 block RAMs "
+                       "(factor 2); 2 cells pinned")
+    assert pinned["modules"]["top"]["cells"]["lut"]["attributes"] == {"BEL": "X4/Y5/SLICEA.K0"}
+    spread, summary = spread_and_pin(placed, factor=2)
+    assert _bels(spread)["ram"] == "X24/Y22/EBR1" and "pinned" not in summary
