@@ -56,7 +56,7 @@ from amaranth.utils import ceil_log2, exact_log2
 from hwvirt.hdl.bus import WishboneSignature
 from hwvirt.hdl.vmcs_unit import VMCSUnit
 
-from .regmap import CONTROL_OFFSET, UNIT_ID, unit_register_map
+from .regmap import BLOCK_SIZE, CONTROL_OFFSET, UNIT_ID, unit_register_map
 
 
 __all__ = ["CPUBusSignature", "UARTTx", "SysRegs", "SharedRAM", "UnitMMIO", "PicoRV32", "SoC",
@@ -107,15 +107,6 @@ class CPUBusSignature(wiring.Signature):
 
     def __repr__(self):
         return "CPUBusSignature()"
-
-
-def _ack(m, bus):
-    """The one-cycle registered answer every register block gives: ``ready`` the cycle after
-    ``valid``; returns the strobe of the first cycle (when writes take effect and reads are latched)."""
-    ack = Signal()
-    m.d.sync += ack.eq(bus.valid & ~ack)
-    m.d.comb += bus.ready.eq(ack)
-    return bus.valid & ~ack
 
 
 class UARTTx(wiring.Component):
@@ -332,10 +323,25 @@ class UnitMMIO(wiring.Component):
         m.submodules.unit = unit
         wiring.connect(m, wiring.flipped(self.mem), unit.bus)
 
+        # The request is registered first and decoded block by block, so that the ~300 registers
+        # of the map do not converge on the core's address and data lines in one cycle: cycle 1
+        # latches the request; cycle 2 performs a write, or latches each block's addressed word
+        # into that block's read register; cycle 3 picks the addressed block's word; the core gets
+        # ``ready`` in cycle 4 (a register access takes four cycles).
         bus = self.bus
-        first = _ack(m, bus)
-        write = bus.wstrb != 0
-        word = bus.addr[2:ceil_log2(self.regmap.size)]
+        phase = Signal(range(4))
+        req_block = Signal(range(self.regmap.size // BLOCK_SIZE))
+        req_word = Signal(exact_log2(BLOCK_SIZE // 4))
+        req_write = Signal()
+        req_wdata = Signal(32)
+        m.d.comb += bus.ready.eq(phase == 3)
+        with m.Switch(phase):
+            with m.Case(0):
+                with m.If(bus.valid):
+                    m.d.sync += [phase.eq(1), req_write.eq(bus.wstrb != 0), req_wdata.eq(bus.wdata),
+                                 Cat(req_word, req_block).eq(bus.addr[2:ceil_log2(self.regmap.size)])]
+            with m.Default():
+                m.d.sync += phase.eq(phase + 1)
         rdata = Signal(32)
         m.d.comb += bus.rdata.eq(rdata)
 
@@ -379,25 +385,36 @@ class UnitMMIO(wiring.Component):
                 if block.writable:
                     writers[index] = [("set", part)]
 
-        with m.If(first):
-            with m.If(write):
-                with m.Switch(word):
-                    for index, actions in writers.items():
-                        with m.Case(index):
-                            for action, target in actions:
-                                if action == "set":
-                                    m.d.sync += target.eq(bus.wdata[0:len(target)])
-                                elif action == "go":
-                                    m.d.sync += target.eq(1)
-                                elif action == "pop":
-                                    m.d.sync += target.eq(0)
-            with m.Else():
-                with m.Switch(word):
-                    for index, value in readers.items():
-                        with m.Case(index):
-                            m.d.sync += rdata.eq(value)
-                    with m.Default():
-                        m.d.sync += rdata.eq(0)
+        words_per_block = BLOCK_SIZE // 4
+        with m.If((phase == 1) & req_write):
+            with m.Switch(Cat(req_word, req_block)):
+                for index, actions in writers.items():
+                    with m.Case(index):
+                        for action, target in actions:
+                            if action == "set":
+                                m.d.sync += target.eq(req_wdata[0:len(target)])
+                            elif action == "go":
+                                m.d.sync += target.eq(1)
+                            elif action == "pop":
+                                m.d.sync += target.eq(0)
+        block_words = {}
+        for index, value in readers.items():
+            block_words.setdefault(index // words_per_block, {})[index % words_per_block] = value
+        block_rdata = {}
+        for number, words in block_words.items():
+            block_rdata[number] = Signal(32, name=f"block{number}_rdata")
+            with m.Switch(req_word):
+                for word, value in words.items():
+                    with m.Case(word):
+                        m.d.sync += block_rdata[number].eq(value)
+                with m.Default():
+                    m.d.sync += block_rdata[number].eq(0)
+        with m.Switch(req_block):
+            for number, word_read in block_rdata.items():
+                with m.Case(number):
+                    m.d.sync += rdata.eq(word_read)
+            with m.Default():
+                m.d.sync += rdata.eq(0)
         return m
 
 
