@@ -11,7 +11,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from hwvirt.fpga.build import BLOCKS, UnitHarness, _placement_fmax, timing_verdict
+from hwvirt.fpga.build import BLOCKS, UnitHarness, _placement_fmax, parity_fold, timing_verdict
 from hwvirt.sim.fresh_stack import run_simulation
 
 
@@ -71,6 +71,32 @@ def test_harness_inputs_are_independent():
     seqs = [tuple(h[-200:]) for h in history.values()]     # after every word has filled
     assert len(set(seqs)) == len(seqs)
     assert all(any(s) for s in seqs)
+
+
+@pytest.mark.parametrize("width", [1, 31, 33, 1100])
+def test_parity_fold_is_the_parity_of_every_bit_two_cycles_later(width):
+    m = Module()
+    bits = Signal(width)
+    folded = Signal()
+    m.d.comb += folded.eq(parity_fold(m, bits))
+    rng = random.Random(width)
+    values = [rng.getrandbits(width) for _ in range(20)]
+    # single-bit changes from the last value: each must flip the result
+    values += [values[-1] ^ (1 << rng.randrange(width)) for _ in range(20)]
+    seen = []
+
+    async def bench(ctx):
+        for value in values + [0, 0]:
+            ctx.set(bits, value)
+            await ctx.tick()
+            seen.append(ctx.get(folded))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    run_simulation(sim)
+    # after the tick that takes values[i], then one more, the result is the parity of values[i]
+    assert seen[1:len(values) + 1] == [bin(v).count("1") % 2 for v in values]
 
 
 @pytest.mark.parametrize("log, expected", [
