@@ -278,8 +278,8 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
             raise ValueError(f"spread is for the ECP5 boards ({', '.join(SPREAD_BOARDS)}), not {board!r}")
         if place_only:
             raise ValueError("spread routes the spread placement: it cannot be combined with place_only")
-        if spread < 1:
-            raise ValueError(f"the spread factor must be at least 1, not {spread!r}")
+        if spread != "fill" and spread < 1:
+            raise ValueError(f"the spread factor must be at least 1 (or \"fill\"), not {spread!r}")
     osc_hz, targets = BOARDS[board]
     kind = "soc" if block is None else block
     target_hz = int(target_mhz * 1e6) if target_mhz else targets["soc" if block is None else "unit"]
@@ -307,7 +307,7 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
                               nextpnr_opts=nextpnr_opts + f" --no-route --write {name}_placed.json",
                               synth_opts="-nowidelut")
         plan.extract(str(build_dir))
-        _place_spread_route(build_dir, name, spread)
+        spread = _place_spread_route(build_dir, name, spread)
     elif place_only:
         # The placed netlist is kept for ``python -m hwvirt.fpga.wirelength``.
         nextpnr_opts += f" --no-route --write {name}_placed.json"
@@ -344,18 +344,27 @@ def _place_spread_route(build_dir, name, factor):
     """Run the build script's synthesis and placement, spread the placement
     (:func:`~hwvirt.fpga.spread.spread_placement`), pin the logic cells of the synthesized netlist
     there (:func:`~hwvirt.fpga.spread.pin_cells`), then run the script's nextpnr command again on the
-    pinned netlist (placing the unpinned cells and routing) and pack the bitstream."""
-    import shlex
-    import subprocess
+    pinned netlist (placing the unpinned cells and routing) and pack the bitstream. Returns the spread
+    factor used (``"fill"`` becomes a number)."""
     from .spread import spread_and_pin
     build_dir = Path(build_dir)
     script = (build_dir / f"build_{name}.sh").read_text().splitlines()
     _run_script_until(build_dir, f"build_{name}.sh", stop_at='"$ECPPACK"')
     (build_dir / f"{name}.tim").rename(build_dir / f"{name}_place.tim")
-    pinned, summary = spread_and_pin(json.loads((build_dir / f"{name}_placed.json").read_text()),
-                                     json.loads((build_dir / f"{name}.json").read_text()), factor=factor)
+    pinned, summary, factor = spread_and_pin(
+        json.loads((build_dir / f"{name}_placed.json").read_text()),
+        json.loads((build_dir / f"{name}.json").read_text()), factor=factor)
     (build_dir / f"{name}_pinned.json").write_text(json.dumps(pinned))
     print(summary, flush=True)
+    _run_route(build_dir, name, script)
+    return factor
+
+
+def _run_route(build_dir, name, script):
+    """The build script's nextpnr command on ``{name}_pinned.json`` without ``--no-route`` and
+    ``--write``, then its ecppack command."""
+    import shlex
+    import subprocess
     nextpnr = next(line for line in script if line.startswith('"$NEXTPNR_ECP5"'))
     args = shlex.split(nextpnr)[1:]
     route = []
@@ -435,6 +444,7 @@ def format_summary(s):
 
 def main(argv=None):
     import argparse
+    from .spread import spread_factor
     parser = argparse.ArgumentParser(description="Build a bitstream of the hwvirt SoC or unit.")
     parser.add_argument("--board", choices=sorted(BOARDS), required=True)
     parser.add_argument("--unit-only", action="store_true", help="the VMX unit alone (test wrapper)")
@@ -444,9 +454,9 @@ def main(argv=None):
     parser.add_argument("--target-mhz", type=float, help="clock constraint for nextpnr")
     parser.add_argument("--router", choices=ROUTERS, default="router2", help="nextpnr's router")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed")
-    parser.add_argument("--spread", type=float, metavar="FACTOR",
-                        help="ECP5: move the placed logic tiles apart along their rows by FACTOR before "
-                             "routing (hwvirt.fpga.spread)")
+    parser.add_argument("--spread", type=spread_factor, metavar="FACTOR",
+                        help="ECP5: move the placed logic tiles apart along their rows by FACTOR "
+                             '(or "fill": as far as the die allows) before routing (hwvirt.fpga.spread)')
     parser.add_argument("--build-dir")
     parser.add_argument("--json", help="also write the summary as JSON")
     args = parser.parse_args(argv)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from .wirelength import _top_module
 
 __all__ = ["SpreadError", "SpreadReport", "parse_slice_bel", "spread_placement", "pin_cells",
-           "spread_and_pin"]
+           "spread_and_pin", "widest_spread", "spread_factor"]
 
 _SLICE_BEL = re.compile(r"^X(\d+)/Y(\d+)/(SLICE[A-D]\..+)$")
 _EBR_BEL = re.compile(r"^X(\d+)/Y(\d+)/EBR([0-3])$")
@@ -217,19 +217,55 @@ def pin_cells(synthesized, placed):
     return synthesized, pinned
 
 
+def widest_spread(placed, *, first_column=FIRST_COLUMN, last_column=LAST_COLUMN, **kwargs):
+    """:func:`spread_placement` with the largest factor (to 0.01) that fits the die: the one that
+    takes the rightmost used column to ``last_column`` at most. (With a factor of 1 or more, tiles
+    never push each other and a carry run ends left of where its last column would go, so the
+    rightmost column decides.) Returns ``(netlist, report, factor)``."""
+    columns = [parse_slice_bel(c.get("attributes", {}).get("NEXTPNR_BEL", ""))
+               for c in _top_module(placed)["cells"].values()]
+    rightmost = max((c[0] for c in columns if c is not None), default=first_column)
+    if rightmost <= first_column:
+        raise SpreadError("the netlist has no placed logic cells right of the first column")
+    factor = math.floor(100 * (last_column - first_column) / (rightmost - first_column)) / 100
+    if factor < 1:
+        raise SpreadError(f"the placement reaches column {rightmost}, past {last_column}")
+    spread, report = spread_placement(placed, factor=factor, first_column=first_column,
+                                      last_column=last_column, **kwargs)
+    return spread, report, factor
+
+
 def spread_and_pin(placed, synthesized=None, *, factor, **limits):
-    """:func:`spread_placement`, then (if ``synthesized`` is given) :func:`pin_cells` onto it.
-    Returns ``(netlist, one-line summary)``: the pinned synthesized netlist, or the spread placement
-    when there is nothing to pin onto."""
-    spread, report = spread_placement(placed, factor=factor, **limits)
+    """:func:`spread_placement` (or :func:`widest_spread` for ``factor="fill"``), then (if
+    ``synthesized`` is given) :func:`pin_cells` onto it. Returns ``(netlist, one-line summary,
+    factor)``: the pinned synthesized netlist (or the spread placement when there is nothing to pin
+    onto), and the factor used."""
+    if factor == "fill":
+        spread, report, factor = widest_spread(placed, **limits)
+    else:
+        spread, report = spread_placement(placed, factor=factor, **limits)
     summary = (f"spread {report.tiles} logic tiles ({report.runs} carry runs) from columns "
                f"{report.columns_before[0]}-{report.columns_before[1]} to "
                f"{report.columns_after[0]}-{report.columns_after[1]} and {report.block_rams} block "
                f"RAMs (factor {factor})")
     if synthesized is None:
-        return spread, summary
+        return spread, summary, factor
     pinned, count = pin_cells(synthesized, spread)
-    return pinned, f"{summary}; {count} cells pinned"
+    return pinned, f"{summary}; {count} cells pinned", factor
+
+
+def spread_factor(text):
+    """A spread factor from the command line: a number of at least 1, or ``"fill"``."""
+    import argparse
+    if text == "fill":
+        return text
+    try:
+        factor = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'not a number or "fill": {text!r}') from None
+    if factor < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
+    return factor
 
 
 def main(argv=None):
@@ -237,7 +273,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Spread a placed ECP5 netlist's logic tiles along their rows.")
     parser.add_argument("placed")
     parser.add_argument("output")
-    parser.add_argument("--factor", type=float, required=True)
+    parser.add_argument("--factor", type=spread_factor, required=True,
+                        help='how far apart (≥ 1), or "fill": the widest that fits the die')
     parser.add_argument("--first-column", type=int, default=FIRST_COLUMN)
     parser.add_argument("--last-column", type=int, default=LAST_COLUMN)
     parser.add_argument("--pin", metavar="SYNTHESIZED",
@@ -250,7 +287,7 @@ def main(argv=None):
     if args.pin:
         with open(args.pin) as f:
             synthesized = json.load(f)
-    output, summary = spread_and_pin(netlist, synthesized, factor=args.factor,
+    output, summary, _ = spread_and_pin(netlist, synthesized, factor=args.factor,
                                      first_column=args.first_column, last_column=args.last_column)
     print(summary)
     with open(args.output, "w") as f:

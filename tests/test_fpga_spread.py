@@ -181,9 +181,37 @@ def test_spread_and_pin_summarizes_both_steps():
                        "ram": _cell("DP16KD", "X13/Y22/EBR0")})
     synthesized = _netlist({"lut": {"type": "LUT4", "attributes": {}, "connections": {}},
                             "ram": {"type": "DP16KD", "attributes": {}, "connections": {}}})
-    pinned, summary = spread_and_pin(placed, synthesized, factor=2)
+    pinned, summary, factor = spread_and_pin(placed, synthesized, factor=2)
     assert summary == ("spread 1 logic tiles (0 carry runs) from columns 3-3 to 4-4 and 1 block RAMs "
                        "(factor 2); 2 cells pinned")
     assert pinned["modules"]["top"]["cells"]["lut"]["attributes"] == {"BEL": "X4/Y5/SLICEA.K0"}
-    spread, summary = spread_and_pin(placed, factor=2)
+    assert factor == 2
+    spread, summary, _ = spread_and_pin(placed, factor=2)
     assert _bels(spread)["ram"] == "X24/Y22/EBR1" and "pinned" not in summary
+
+
+def test_fill_takes_the_widest_factor_that_fits():
+    from hwvirt.fpga.spread import spread_and_pin, spread_factor, widest_spread
+    # row 3: tiles at 2..12, so 12 → 123 needs factor 12.1; row 4: a carry run over 10..12, which
+    # ends left of where column 12 would go, so it does not lower the factor
+    cells = {f"t{x}": _cell("TRELLIS_COMB", f"X{x}/Y3/SLICEA.K0", F=[x]) for x in range(2, 13)}
+    cells.update({
+        "c0": _cell("TRELLIS_COMB", "X10/Y4/SLICED.K1", FCO=[50]),
+        "c1": _cell("TRELLIS_COMB", "X11/Y4/SLICEA.K0", FCI=[50]),
+        "c2": _cell("TRELLIS_COMB", "X11/Y4/SLICED.K1", FCO=[51]),
+        "c3": _cell("TRELLIS_COMB", "X12/Y4/SLICEA.K0", FCI=[51]),
+    })
+    spread, report, factor = widest_spread(_netlist(cells))
+    assert factor == 12.1 and report.columns_after == (2, 123)
+    bels = _bels(spread)
+    assert (bels["c0"], bels["c3"]) == ("X99/Y4/SLICED.K1", "X101/Y4/SLICEA.K0")   # 2 + 8 × 12.1
+    with pytest.raises(SpreadError, match="no room"):
+        spread_placement(_netlist(cells), factor=12.2)
+    assert spread_and_pin(_netlist(cells), factor="fill")[2] == 12.1
+    with pytest.raises(SpreadError, match="reaches column 124, past 123"):
+        widest_spread(_netlist({"t": _cell("TRELLIS_COMB", "X124/Y3/SLICEA.K0", F=[1])}))
+    assert spread_factor("fill") == "fill" and spread_factor("2.5") == 2.5
+    import argparse
+    for bad in ("0.5", "wide"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            spread_factor(bad)
