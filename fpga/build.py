@@ -255,16 +255,19 @@ def _yosys_ff_count(build_dir, name):
 
 
 def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=None, build_dir=None,
-          ram_size=64 * 1024, router="router2", seed=1, spread=None):
+          ram_size=64 * 1024, router="router2", seed=1, spread="auto"):
     """Build one bitstream (or, with ``place_only``, place only); return the summary dict.
 
     ``block`` names one of :data:`BLOCKS` to build alone in the test wrapper (``unit_only`` is
     ``block="unit"``). See :func:`summarize_report` for the summary.
 
-    ``spread`` (ECP5 only): place, move the logic tiles apart along their rows by this factor, pin
-    the logic cells there and place the rest and route (:mod:`hwvirt.fpga.spread`). Synthesis then
-    uses no wide-mux cells (``synth_ecp5 -nowidelut``): their LUTs would belong to PFUMX clusters,
-    which the placer places as a whole, not cell by cell.
+    ``spread`` (ECP5 only): place, move the logic tiles apart along their rows by this factor
+    (``"fill"``: as far as the die allows), pin the logic cells there and place the rest and route
+    (:mod:`hwvirt.fpga.spread`). Synthesis then uses no wide-mux cells (``synth_ecp5 -nowidelut``):
+    their LUTs would belong to PFUMX clusters, which the placer places as a whole, not cell by cell.
+    ``None`` places and routes in one go. The default, ``"auto"``, is ``"fill"`` for the designs
+    nextpnr's own placement cannot route (the SoC and the whole unit on an ECP5 board, unless
+    ``place_only``) and ``None`` for everything else (:func:`default_spread`).
     """
     from hwvirt.sim.toolchain import build_root
 
@@ -273,6 +276,8 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
         block = block or "unit"
     if block is not None and block not in BLOCKS:
         raise ValueError(f"unknown block {block!r}; choose from {', '.join(BLOCKS)}")
+    if spread == "auto":
+        spread = default_spread(board, block, place_only)
     if spread is not None:
         if board not in SPREAD_BOARDS:
             raise ValueError(f"spread is for the ECP5 boards ({', '.join(SPREAD_BOARDS)}), not {board!r}")
@@ -338,6 +343,17 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
 ROUTERS = ("router1", "router2")
 #: The boards whose placements :mod:`hwvirt.fpga.spread` can spread (ECP5).
 SPREAD_BOARDS = ("ulx3s-85f",)
+
+
+def default_spread(board, block, place_only):
+    """``"fill"`` for the SoC (``block`` ``None``) and the whole unit on the boards
+    :mod:`hwvirt.fpga.spread` knows, when they are to be routed; ``None`` otherwise. Those two
+    designs do not route from nextpnr's placement (tens of thousands of overused wires, see
+    ``fpga/README.md``), and do once spread; single blocks route as placed, and spreading only makes
+    their nets longer."""
+    if board in SPREAD_BOARDS and block in (None, "unit") and not place_only:
+        return "fill"
+    return None
 
 
 def _place_spread_route(build_dir, name, factor):
@@ -454,9 +470,11 @@ def main(argv=None):
     parser.add_argument("--target-mhz", type=float, help="clock constraint for nextpnr")
     parser.add_argument("--router", choices=ROUTERS, default="router2", help="nextpnr's router")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed")
-    parser.add_argument("--spread", type=spread_factor, metavar="FACTOR",
+    parser.add_argument("--spread", type=spread_factor, metavar="FACTOR", default="auto",
                         help="ECP5: move the placed logic tiles apart along their rows by FACTOR "
-                             '(or "fill": as far as the die allows) before routing (hwvirt.fpga.spread)')
+                             '("fill": as far as the die allows; "none": not at all) before routing '
+                             '(hwvirt.fpga.spread); default "auto": "fill" for the SoC and the whole '
+                             "unit, none for single blocks and --place-only")
     parser.add_argument("--build-dir")
     parser.add_argument("--json", help="also write the summary as JSON")
     args = parser.parse_args(argv)

@@ -255,14 +255,17 @@ def spread_and_pin(placed, synthesized=None, *, factor, **limits):
 
 
 def spread_factor(text):
-    """A spread factor from the command line: a number of at least 1, or ``"fill"``."""
+    """A spread factor from the command line: a number of at least 1, ``"fill"``, ``"auto"`` (the
+    build's choice), or ``"none"`` (``None``: no spreading)."""
     import argparse
-    if text == "fill":
+    if text in ("fill", "auto"):
         return text
+    if text == "none":
+        return None
     try:
         factor = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f'not a number or "fill": {text!r}') from None
+        raise argparse.ArgumentTypeError(f'not a number, "fill", "auto" or "none": {text!r}') from None
     if factor < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
     return factor

@@ -154,6 +154,18 @@ def test_soc_ulx3s_85f(tmp_path):
     assert summary["timing"] != "fails", "too slow even for the board oscillator"
 
 
+@pytest.mark.parametrize("board, block, place_only, expected", [
+    ("ulx3s-85f", None, False, "fill"),          # the SoC
+    ("ulx3s-85f", "unit", False, "fill"),
+    ("ulx3s-85f", "unit", True, None),           # placement only: nothing to route
+    ("ulx3s-85f", "exit-decider", False, None),  # a block routes as placed
+    ("icebreaker", None, False, None),           # not an ECP5 board
+])
+def test_default_spread(board, block, place_only, expected):
+    from hwvirt.fpga.build import default_spread
+    assert default_spread(board, block, place_only) == expected
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"board": "icebreaker", "spread": 2.0}, "spread is for the ECP5 boards"),
     ({"board": "ulx3s-85f", "spread": 2.0, "place_only": True}, "cannot be combined with place_only"),
