@@ -230,7 +230,8 @@ def summarize_report(report, board, kind, harness=None):
         summary["wrapper_output_bits"] = harness.output_bits
     paths = report.get("critical_paths", [])
     if paths:
-        worst = paths[0]
+        # the register-to-register path of the clock, not one to or from the (unconstrained) I/O
+        worst = next((p for p in paths if p.get("from") == p.get("to")), paths[0])
         steps = []
         for step in worst.get("path", []):
             steps.append({"type": step.get("type"), "from": step.get("from", {}).get("cell"),
@@ -451,10 +452,16 @@ def format_summary(s):
     cp = s.get("critical_path")
     if cp:
         total = sum(step["delay_ns"] or 0 for step in cp["steps"])
-        lines.append(f"  critical path ({total:.2f} ns):")
+        routing = sum(step["delay_ns"] or 0 for step in cp["steps"] if step["type"] == "routing")
+        lines.append(f"  critical path ({total:.2f} ns, of which {routing:.2f} ns routing):")
+        wire = 0.0
         for step in cp["steps"]:
-            if step["type"] != "routing":
-                lines.append(f"    {step['type']:<10} {step['delay_ns']:.3f} ns  {step['from']} -> {step['to']}")
+            if step["type"] == "routing":
+                wire += step["delay_ns"] or 0
+                continue
+            lines.append(f"    {'+ %.3f ns routing' % wire if wire else '':<21} {step['type']:<9} "
+                         f"{step['delay_ns']:.3f} ns  {step['to']}")
+            wire = 0.0
     return "\n".join(lines)
 
 

@@ -176,3 +176,36 @@ def test_spread_arguments_are_checked_before_building(kwargs, message, tmp_path)
     with pytest.raises(ValueError, match=message):
         build(block="field-decoder", build_dir=tmp_path, **kwargs)
     assert not any(tmp_path.iterdir())
+
+
+def test_summary_reports_the_clock_path_with_its_routing():
+    """The summary takes nextpnr's register-to-register path of the clock (not a path to or from the
+    unconstrained I/O, which the report may list first) and shows how much of it is routing."""
+    from hwvirt.fpga.build import format_summary, summarize_report
+
+    def step(kind, delay, to):
+        return {"type": kind, "delay": delay, "from": {"cell": "x"}, "to": {"cell": to}}
+
+    clk = "posedge $glbnet$cd_sync.clk"
+    report = {
+        "utilization": {"TRELLIS_COMB": {"used": 100, "available": 83640},
+                        "TRELLIS_FF": {"used": 50, "available": 83640},
+                        "DP16KD": {"used": 2, "available": 208}},
+        "fmax": {"$glbnet$cd_sync.clk": {"achieved": 42.0, "constraint": 100.0}},
+        "critical_paths": [
+            {"from": "<async>", "to": clk, "path": [step("routing", 9.0, "io")]},
+            {"from": clk, "to": clk, "path": [step("clk-to-q", 0.5, "a"), step("routing", 2.0, "b"),
+                                              step("logic", 0.25, "b"), step("routing", 1.0, "c"),
+                                              step("routing", 0.5, "c"), step("setup", 0.4, "c")]},
+        ],
+    }
+    summary = summarize_report(report, "ulx3s-85f", "unit")
+    assert [s["to"] for s in summary["critical_path"]["steps"]] == ["a", "b", "b", "c", "c", "c"]
+    summary.update(bitstream="x.bit", oscillator_mhz=25.0, timing="oscillator")
+    text = format_summary(summary)
+    assert "LUT4 100/83640 (0.1 %)   FF 50/83640 (0.1 %)   block RAM 2/208 (1.0 %)" in text
+    assert "critical path (4.65 ns, of which 3.50 ns routing):" in text
+    lines = text.splitlines()[-3:]
+    assert lines[0].split() == ["clk-to-q", "0.500", "ns", "a"]
+    assert lines[1].split() == ["+", "2.000", "ns", "routing", "logic", "0.250", "ns", "b"]
+    assert lines[2].split() == ["+", "1.500", "ns", "routing", "setup", "0.400", "ns", "c"]
