@@ -61,7 +61,7 @@ bitstream: $(STAMP) riscv
 
 bitstream-test: $(STAMP) riscv
 	$(VENV)/bin/pip install --quiet -e '.[fpga]'
-	$(PY) -m pytest -m bitstream -p no:cacheprovider
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m bitstream -p no:cacheprovider
 
 clean:
 	rm -rf build .hypothesis
