@@ -913,24 +913,9 @@ class VMCSUnit(wiring.Component):
             with m.Else():                            # LMA and LME follow "host address-space size"
                 m.d.sync += st.efer.eq(Cat(cpu.efer[0:8], host64, cpu.efer[9], host64, cpu.efer[11:64]))
 
-        # The loads of a whole state at VM entry (the guest state, or the host state when the entry
-        # fails) take effect a cycle after the entry decides them: the decision sets a strobe
-        # register, and the strobe alone enables the ~2000 flip-flops of the architectural state,
-        # which sit all over the die. (Decided and loaded in one cycle, the enable was the SoC's
-        # critical path: the entry's verdict logic, then one net of 19 ns to the flip-flops.) No state
-        # that follows reads the architectural state in that cycle; Entry-Complete's own changes to
-        # it, in the same cycle, are assigned after these and win.
-        load_guest_strobe = Signal()
-        load_host_strobe = Signal()
-        m.d.sync += [load_guest_strobe.eq(0), load_host_strobe.eq(0)]
-        with m.If(load_guest_strobe):
-            load_guest_state()
-        with m.If(load_host_strobe):
-            load_host_state()
-
         def entry_failure(reason, qualification, check):
             """A VM-entry failure (SDM vol. 3C §27.8): host state, exit reason with bit 31, no launch."""
-            m.d.sync += load_host_strobe.eq(1)
+            load_host_state()
             m.d.sync += [
                 result.outcome.eq(Outcome.ENTRY_FAILED),
                 result.exit_reason.eq(ENTRY_FAILURE_BIT | reason.value),
@@ -1480,7 +1465,8 @@ class VMCSUnit(wiring.Component):
                 with m.Elif(guest_failed):
                     entry_failure(ExitReason.ENTRY_FAIL_GUEST_STATE, guest_qualification, guest_check)
                 with m.Else():
-                    m.d.sync += [load_guest_strobe.eq(1), msr_number.eq(1)]
+                    load_guest_state()
+                    m.d.sync += msr_number.eq(1)
                     with m.If(msr_count != 0):
                         m.next = "Entry-MSR-Read-Index"
                     with m.Else():
