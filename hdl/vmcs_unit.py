@@ -698,19 +698,7 @@ class VMCSUnit(wiring.Component):
             with m.Else():
                 respond(Outcome.FAIL_INVALID)
 
-        # What the VM exit in progress records: ``exit_info`` when the exit has its full information
-        # (a decided guest event, an EPT violation), or only ``exit_basic_reason`` (an instruction's
-        # unconditional exit, a boundary exit), in which case every other field reads 0. Keeping the
-        # second kind out of the ~500-bit register spares it a clear that would otherwise be decoded
-        # from every exiting state and fan out to all its flip-flops in one cycle.
-        exit_info = Signal(ExitDecision)
-        exit_basic = Signal()
-        exit_basic_reason = Signal(16)
-        exit_record = Signal(ExitDecision)     # what the exit information fields save
-        with m.If(exit_basic):
-            m.d.comb += exit_record.reason.eq(exit_basic_reason)
-        with m.Else():
-            m.d.comb += exit_record.eq(exit_info)
+        exit_info = Signal(ExitDecision)       # what the VM exit in progress records
         save_row = Signal(range(max(2, store.rows)))
         save_rows = self.exit_save_rows
 
@@ -718,10 +706,11 @@ class VMCSUnit(wiring.Component):
             """Start a VM exit (SDM vol. 3C §28.1): record ``info`` (an :class:`ExitDecision`, or only
             the basic ``reason``), save guest state, then load host state."""
             if info is None:
-                m.d.sync += [exit_basic.eq(1), exit_basic_reason.eq(reason)]
+                m.d.sync += exit_info.eq(0)
+                m.d.sync += exit_info.reason.eq(reason)
                 m.d.sync += result.qualification.eq(0)
             else:
-                m.d.sync += [exit_basic.eq(0), exit_info.eq(info)]
+                m.d.sync += exit_info.eq(info)
                 m.d.sync += result.qualification.eq(info.qualification)
             m.d.sync += [result.outcome.eq(Outcome.EXIT), result.exit_reason.eq(reason),
                          save_row.eq(save_rows[0])]
@@ -1025,7 +1014,7 @@ class VMCSUnit(wiring.Component):
             for part, name in (("selector", "SELECTOR"), ("base", "BASE"), ("limit", "LIMIT"), ("ar", "AR_BYTES")):
                 saved_fields[f"GUEST_{seg.upper()}_{name}"] = (getattr(segment, part), 1)
         for name, member in EXIT_INFO_FIELDS.items():
-            saved_fields[name] = (getattr(exit_record, member), 1)
+            saved_fields[name] = (getattr(exit_info, member), 1)
 
         exit_store_count = field("VM_EXIT_MSR_STORE_COUNT")
         exit_store_entry = field("VM_EXIT_MSR_STORE_ADDR")[4:maxphy] + (msr_number - 1)[:maxphy]
@@ -1688,7 +1677,7 @@ class VMCSUnit(wiring.Component):
                             violation = walk.outcome == WalkOutcome.VIOLATION
                             reason = Mux(violation, ExitReason.EPT_VIOLATION.value, ExitReason.EPT_MISCONFIG.value)
                             m.d.sync += [
-                                exit_basic.eq(0), exit_info.eq(0), exit_info.reason.eq(reason),
+                                exit_info.eq(0), exit_info.reason.eq(reason),
                                 exit_info.qualification.eq(Mux(violation, walk.qualification, 0)),
                                 exit_info.guest_physical.eq(walk.gpa),
                                 exit_info.guest_linear.eq(Mux(violation & walk.qualification[7], walk.linear, 0)),
