@@ -42,7 +42,7 @@ from pathlib import Path
 
 from amaranth.build import Clock, Resource
 from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 
 
 __all__ = ["BOARDS", "BLOCKS", "build", "UnitHarness", "SoCTop", "summarize_report"]
@@ -72,7 +72,7 @@ def _platform(board, target_hz):
     resources = []
     for res in base.resources:
         if res.name == clk:
-            res = Resource(res.name, res.number, *[io for io in res.ios],
+            res = Resource(res.name, res.number, *res.ios,
                            Clock(target_hz), res.attrs)
         resources.append(res)
     platform_cls = type(base.__name__ + "_Target", (base,), {"resources": resources})
@@ -84,6 +84,17 @@ BOARDS = {
     "ulx3s-85f":  (25_000_000, {"soc": 75_000_000, "unit": 100_000_000}),
     "icebreaker": (12_000_000, {"soc": 24_000_000, "unit": 24_000_000}),
 }
+
+
+def _pin(m, platform, direction, name, number=0, member=None):
+    """The buffered signal of a board resource (``direction`` ``"i"`` or ``"o"``; ``member`` picks a
+    subsignal, such as a UART's ``tx``), through an :class:`amaranth.lib.io.Buffer`."""
+    port = platform.request(name, number, dir="-")
+    if member is not None:
+        port = getattr(port, member)
+    buffer = io.Buffer(direction, port)
+    m.submodules[f"{name}_{number}{'_' + member if member else ''}"] = buffer
+    return buffer.i if direction == "i" else buffer.o
 
 
 def _blocks():
@@ -149,9 +160,8 @@ class UnitHarness(Elaboratable):
         serial_in = self.serial_in
         led = Signal()
         if platform is not None:
-            button = platform.request("button", 0)
-            m.d.comb += serial_in.eq(button.i)
-            m.d.comb += platform.request("led", 0).o.eq(led)
+            m.d.comb += serial_in.eq(_pin(m, platform, "i", "button"))
+            m.d.comb += _pin(m, platform, "o", "led").eq(led)
         # The inputs come from a chain of 64-bit words: the first shifts the button in a bit at a
         # time, each of the others takes the previous word XOR the previous word rotated by one.
         # (One long shift register makes Yosys's techmap recurse past its stack; plain word-wise
@@ -178,22 +188,14 @@ class SoCTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.soc = soc = self.soc
-        uart = platform.request("uart", 0)
-        m.d.comb += uart.tx.o.eq(soc.uart_tx)
+        m.d.comb += _pin(m, platform, "o", "uart", member="tx").eq(soc.uart_tx)
         names = {name for name, _ in platform.resources}
-        sel = []
         if "switch" in names:
-            for i in range(2):
-                sel.append(platform.request("switch", i).i)
+            sel = [_pin(m, platform, "i", "switch", i) for i in range(2)]
         else:
-            sel.append(platform.request("button", 0).i)
+            sel = [_pin(m, platform, "i", "button")]
         m.d.comb += soc.boot_sel.eq(Cat(*sel))
-        leds = []
-        for i in range(8):
-            try:
-                leds.append(platform.request("led", i).o)
-            except Exception:
-                break
+        leds = [_pin(m, platform, "o", "led", i) for i in range(8) if ("led", i) in platform.resources]
         shown = [soc.halted, soc.trap, soc.in_vmx, soc.non_root, soc.exit_code[0], soc.exit_code[1],
                  soc.exit_code[2], soc.exit_code[3]]
         for led, value in zip(leds, shown):

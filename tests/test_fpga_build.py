@@ -209,3 +209,24 @@ def test_summary_reports_the_clock_path_with_its_routing():
     assert lines[0].split() == ["clk-to-q", "0.500", "ns", "a"]
     assert lines[1].split() == ["+", "2.000", "ns", "routing", "logic", "0.250", "ns", "b"]
     assert lines[2].split() == ["+", "1.500", "ns", "routing", "setup", "0.400", "ns", "c"]
+
+
+@pytest.mark.parametrize("board", ["ulx3s-85f", "icebreaker"])
+def test_board_tops_request_their_pins_through_buffers(board):
+    """The SoC's and the wrapper's board tops elaborate without Amaranth's deprecated direct
+    requests (pytest turns the warning into an error) and constrain the pins they use."""
+    pytest.importorskip("amaranth_boards")
+    from hwvirt.fpga.build import SoCTop, UnitHarness, _blocks, _platform
+    from hwvirt.fpga.soc import SoC
+    constraints = {"ulx3s-85f": "lpf", "icebreaker": "pcf"}[board]
+    soc = _platform(board, 25_000_000).prepare(SoCTop(SoC(b"", clock_hz=25_000_000)), name="t")
+    text = soc.files[f"t.{constraints}"]
+    assert "uart_0__tx__io" in text
+    leds = sum(1 for i in range(8) if f"led_{i}__io" in text)
+    if board == "ulx3s-85f":
+        assert "switch_0__io" in text and "switch_1__io" in text and leds == 8
+    else:
+        assert "button_0__io" in text and leds == 2
+    unit = _platform(board, 25_000_000).prepare(UnitHarness(_blocks()["field-decoder"]()), name="u")
+    text = unit.files[f"u.{constraints}"]
+    assert "button_0__io" in text and "led_0__io" in text
