@@ -211,10 +211,12 @@ def test_summary_reports_the_clock_path_with_its_routing():
     assert lines[2].split() == ["+", "1.500", "ns", "routing", "setup", "0.400", "ns", "c"]
 
 
+@pytest.mark.bitstream        # amaranth-boards comes with the fpga extra, which make bitstream-test installs
 @pytest.mark.parametrize("board", ["ulx3s-85f", "icebreaker"])
 def test_board_tops_request_their_pins_through_buffers(board):
     """The SoC's and the wrapper's board tops elaborate without Amaranth's deprecated direct
-    requests (pytest turns the warning into an error) and constrain the pins they use."""
+    requests (pytest turns the warning into an error) and constrain the pins they use. Seconds, not
+    a build, but it needs amaranth-boards, so it runs with the bitstream tests."""
     pytest.importorskip("amaranth_boards")
     from hwvirt.fpga.build import SoCTop, UnitHarness, _blocks, _platform
     from hwvirt.fpga.soc import SoC
