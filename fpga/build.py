@@ -25,8 +25,9 @@ oscillator frequency.
 
 The unit alone has ~3500 port bits, far more than any package has pins. ``--unit-only`` wraps it:
 every input comes from one long shift register fed by a button, and every output is folded into a
-pipelined parity tree ending in an LED (:func:`parity_fold`), so nothing is optimised away. The wrapper's own cost is one
-flip-flop per input bit plus the fold (reported separately as ``wrapper_ff``). ``--block`` puts one
+pipelined parity tree ending in an LED (:func:`parity_fold`), so nothing is optimised away. The
+wrapper's own cost is one flip-flop per input bit plus the fold (reported separately as
+``wrapper_ff``). ``--block`` puts one
 of the unit's blocks (:data:`BLOCKS`) in the same wrapper, and ``--place-only`` stops after placement
 (no routing, no bitstream; the placed netlist is kept as ``<name>_placed.json`` for
 :mod:`hwvirt.fpga.wirelength`): nextpnr's post-placement estimate is within a few per cent of the routed
