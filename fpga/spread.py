@@ -284,6 +284,8 @@ def main(argv=None):
                         help="write SYNTHESIZED (Yosys's JSON) with BEL attributes from the spread "
                              "placement to OUTPUT instead of the spread placement itself")
     args = parser.parse_args(argv)
+    if args.factor in ("auto", None):
+        parser.error(f'--factor: a number of at least 1 or "fill" (auto and none are the build\'s)')
     with open(args.placed) as f:
         netlist = json.load(f)
     synthesized = None

@@ -216,3 +216,24 @@ def test_fill_takes_the_widest_factor_that_fits():
     for bad in ("0.5", "wide"):
         with pytest.raises(argparse.ArgumentTypeError):
             spread_factor(bad)
+
+
+@pytest.mark.parametrize("factor", ["auto", "none", "0.5", "wide"])
+def test_spread_cli_refuses_factors_it_cannot_apply(factor, tmp_path, capsys):
+    from hwvirt.fpga.spread import main
+    placed = tmp_path / "placed.json"
+    placed.write_text(json.dumps(_netlist({"t": _cell("TRELLIS_COMB", "X3/Y5/SLICEA.K0", F=[1])})))
+    with pytest.raises(SystemExit) as exit_:
+        main([str(placed), str(tmp_path / "out.json"), "--factor", factor])
+    assert exit_.value.code == 2 and "--factor" in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_spread_cli_fill_writes_the_spread_placement(tmp_path, capsys):
+    from hwvirt.fpga.spread import main
+    placed = tmp_path / "placed.json"
+    placed.write_text(json.dumps(_netlist({f"t{x}": _cell("TRELLIS_COMB", f"X{x}/Y5/SLICEA.K0", F=[x])
+                                           for x in (2, 12)})))
+    assert main([str(placed), str(tmp_path / "out.json"), "--factor", "fill"]) == 0
+    assert "(factor 12.1)" in capsys.readouterr().out
+    assert _bels(json.loads((tmp_path / "out.json").read_text()))["t12"] == "X123/Y5/SLICEA.K0"
