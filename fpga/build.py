@@ -349,6 +349,22 @@ ROUTERS = ("router1", "router2")
 SPREAD_BOARDS = ("ulx3s-85f",)
 
 
+def build_spread(text):
+    """``--spread`` of the build: what :func:`hwvirt.fpga.spread.spread_factor` takes (a number of
+    at least 1, ``"fill"``), or ``"auto"`` (:func:`default_spread`), or ``"none"`` (``None``: place
+    and route in one go)."""
+    import argparse
+    from .spread import spread_factor
+    if text == "auto":
+        return text
+    if text == "none":
+        return None
+    try:
+        return spread_factor(text)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f'{error} (or "auto", "none")') from None
+
+
 def default_spread(board, block, place_only):
     """``"fill"`` for the SoC (``block`` ``None``) and the whole unit on the boards
     :mod:`hwvirt.fpga.spread` knows, when they are to be routed; ``None`` otherwise. Those two
@@ -470,7 +486,6 @@ def format_summary(s):
 
 def main(argv=None):
     import argparse
-    from .spread import spread_factor
     parser = argparse.ArgumentParser(description="Build a bitstream of the hwvirt SoC or unit.")
     parser.add_argument("--board", choices=sorted(BOARDS), required=True)
     parser.add_argument("--unit-only", action="store_true", help="the VMX unit alone (test wrapper)")
@@ -480,7 +495,7 @@ def main(argv=None):
     parser.add_argument("--target-mhz", type=float, help="clock constraint for nextpnr")
     parser.add_argument("--router", choices=ROUTERS, default="router2", help="nextpnr's router")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed")
-    parser.add_argument("--spread", type=spread_factor, metavar="FACTOR", default="auto",
+    parser.add_argument("--spread", type=build_spread, metavar="FACTOR", default="auto",
                         help="ECP5: move the placed logic tiles apart along their rows by FACTOR "
                              '("fill": as far as the die allows; "none": not at all) before routing '
                              '(hwvirt.fpga.spread); default "auto": "fill" for the SoC and the whole '

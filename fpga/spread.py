@@ -84,6 +84,11 @@ def parse_slice_bel(name):
     return int(match[1]), int(match[2]), match[3]
 
 
+def _spread_column(x, factor, first_column):
+    """Where column ``x`` goes: ``first + round((x - first) × factor)``, rounded half up."""
+    return first_column + math.floor((x - first_column) * factor + 0.5)
+
+
 def _tile_of_cells(module):
     tiles = {}
     for name, cell in module["cells"].items():
@@ -157,7 +162,7 @@ def spread_placement(netlist, *, factor, first_column=FIRST_COLUMN, last_column=
                 run.append(links[(run[-1], y)])
             if len(run) > 1:
                 runs += 1
-            start = max(first_column + math.floor((x - first_column) * factor + 0.5), next_free)
+            start = max(_spread_column(x, factor, first_column), next_free)
             if start + len(run) - 1 > last_column:
                 raise SpreadError(f"row Y{y}: no room for the tile of column {x} at factor {factor} "
                                   f"(it would end at column {start + len(run) - 1} > {last_column})")
@@ -191,7 +196,7 @@ def _spread_block_rams(module, factor, first_column, sites):
         if len(placed) > len(free):
             raise SpreadError(f"row Y{y}: {len(placed)} block RAMs for {len(free)} sites")
         for x, _, name in sorted(placed):
-            target = first_column + math.floor((x - first_column) * factor + 0.5)
+            target = _spread_column(x, factor, first_column)
             site = min(free, key=lambda s: (abs(s[0] - target), s[0]))
             free.remove(site)
             module["cells"][name]["attributes"]["NEXTPNR_BEL"] = f"X{site[0]}/Y{y}/{site[1]}"
@@ -222,9 +227,8 @@ def widest_spread(placed, *, first_column=FIRST_COLUMN, last_column=LAST_COLUMN,
     takes the rightmost used column to ``last_column`` at most. (With a factor of 1 or more, tiles
     never push each other and a carry run ends left of where its last column would go, so the
     rightmost column decides.) Returns ``(netlist, report, factor)``."""
-    columns = [parse_slice_bel(c.get("attributes", {}).get("NEXTPNR_BEL", ""))
-               for c in _top_module(placed)["cells"].values()]
-    rightmost = max((c[0] for c in columns if c is not None), default=first_column)
+    tiles = _tile_of_cells(_top_module(placed)).values()
+    rightmost = max((x for x, _ in tiles), default=first_column)
     if rightmost <= first_column:
         raise SpreadError("the netlist has no placed logic cells right of the first column")
     factor = math.floor(100 * (last_column - first_column) / (rightmost - first_column)) / 100
@@ -255,17 +259,14 @@ def spread_and_pin(placed, synthesized=None, *, factor, **limits):
 
 
 def spread_factor(text):
-    """A spread factor from the command line: a number of at least 1, ``"fill"``, ``"auto"`` (the
-    build's choice), or ``"none"`` (``None``: no spreading)."""
+    """A spread factor from the command line: a number of at least 1, or ``"fill"``."""
     import argparse
-    if text in ("fill", "auto"):
+    if text == "fill":
         return text
-    if text == "none":
-        return None
     try:
         factor = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f'not a number, "fill", "auto" or "none": {text!r}') from None
+        raise argparse.ArgumentTypeError(f'not a number or "fill": {text!r}') from None
     if factor < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
     return factor
@@ -284,8 +285,6 @@ def main(argv=None):
                         help="write SYNTHESIZED (Yosys's JSON) with BEL attributes from the spread "
                              "placement to OUTPUT instead of the spread placement itself")
     args = parser.parse_args(argv)
-    if args.factor in ("auto", None):
-        parser.error(f'--factor: a number of at least 1 or "fill" (auto and none are the build\'s)')
     with open(args.placed) as f:
         netlist = json.load(f)
     synthesized = None
@@ -293,7 +292,7 @@ def main(argv=None):
         with open(args.pin) as f:
             synthesized = json.load(f)
     output, summary, _ = spread_and_pin(netlist, synthesized, factor=args.factor,
-                                     first_column=args.first_column, last_column=args.last_column)
+                                        first_column=args.first_column, last_column=args.last_column)
     print(summary)
     with open(args.output, "w") as f:
         json.dump(output, f)

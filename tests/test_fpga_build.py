@@ -141,6 +141,32 @@ def test_unit_alone_ulx3s_85f(tmp_path):
     assert summary["timing"] != "fails", "too slow even for the board oscillator"
 
 
+# Between the two builds in this file, so that pytest-xdist gives them to different workers (in
+# collection order, the first two tests go to one worker and the last two to the other).
+@pytest.mark.bitstream        # amaranth-boards comes with the fpga extra, which make bitstream-test installs
+@pytest.mark.parametrize("board", ["ulx3s-85f", "icebreaker"])
+def test_board_tops_request_their_pins_through_buffers(board):
+    """The SoC's and the wrapper's board tops elaborate without Amaranth's deprecated direct
+    requests (pytest turns the warning into an error) and constrain the pins they use. Seconds, not
+    a build, but it needs amaranth-boards, so it runs with the bitstream tests."""
+    pytest.importorskip("amaranth_boards")
+    from hwvirt.fpga.build import SoCTop, UnitHarness, _blocks, _platform
+    from hwvirt.fpga.soc import SoC
+    constraints = {"ulx3s-85f": "lpf", "icebreaker": "pcf"}[board]
+    soc = _platform(board, 25_000_000).prepare(SoCTop(SoC(b"", clock_hz=25_000_000)), name="t")
+    text = soc.files[f"t.{constraints}"]
+    assert "uart_0__tx__io" in text
+    leds = sum(1 for i in range(8) if f"led_{i}__io" in text)
+    if board == "ulx3s-85f":
+        assert "switch_0__io" in text and "switch_1__io" in text and leds == 8
+    else:
+        assert "button_0__io" in text and leds == 2
+    unit = _platform(board, 25_000_000).prepare(UnitHarness(_blocks()["field-decoder"]()), name="u")
+    text = unit.files[f"u.{constraints}"]
+    assert "button_0__io" in text and "led_0__io" in text
+
+
+
 @_bitstream
 def test_soc_ulx3s_85f(tmp_path):
     from hwvirt.fpga.build import build, format_summary
@@ -164,6 +190,16 @@ def test_soc_ulx3s_85f(tmp_path):
 def test_default_spread(board, block, place_only, expected):
     from hwvirt.fpga.build import default_spread
     assert default_spread(board, block, place_only) == expected
+
+
+def test_build_spread_argument():
+    import argparse
+    from hwvirt.fpga.build import build_spread
+    assert build_spread("auto") == "auto" and build_spread("none") is None
+    assert build_spread("fill") == "fill" and build_spread("2.5") == 2.5
+    for bad in ("0.5", "wide"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            build_spread(bad)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -209,26 +245,3 @@ def test_summary_reports_the_clock_path_with_its_routing():
     assert lines[0].split() == ["clk-to-q", "0.500", "ns", "a"]
     assert lines[1].split() == ["+", "2.000", "ns", "routing", "logic", "0.250", "ns", "b"]
     assert lines[2].split() == ["+", "1.500", "ns", "routing", "setup", "0.400", "ns", "c"]
-
-
-@pytest.mark.bitstream        # amaranth-boards comes with the fpga extra, which make bitstream-test installs
-@pytest.mark.parametrize("board", ["ulx3s-85f", "icebreaker"])
-def test_board_tops_request_their_pins_through_buffers(board):
-    """The SoC's and the wrapper's board tops elaborate without Amaranth's deprecated direct
-    requests (pytest turns the warning into an error) and constrain the pins they use. Seconds, not
-    a build, but it needs amaranth-boards, so it runs with the bitstream tests."""
-    pytest.importorskip("amaranth_boards")
-    from hwvirt.fpga.build import SoCTop, UnitHarness, _blocks, _platform
-    from hwvirt.fpga.soc import SoC
-    constraints = {"ulx3s-85f": "lpf", "icebreaker": "pcf"}[board]
-    soc = _platform(board, 25_000_000).prepare(SoCTop(SoC(b"", clock_hz=25_000_000)), name="t")
-    text = soc.files[f"t.{constraints}"]
-    assert "uart_0__tx__io" in text
-    leds = sum(1 for i in range(8) if f"led_{i}__io" in text)
-    if board == "ulx3s-85f":
-        assert "switch_0__io" in text and "switch_1__io" in text and leds == 8
-    else:
-        assert "button_0__io" in text and leds == 2
-    unit = _platform(board, 25_000_000).prepare(UnitHarness(_blocks()["field-decoder"]()), name="u")
-    text = unit.files[f"u.{constraints}"]
-    assert "button_0__io" in text and "led_0__io" in text
