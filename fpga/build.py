@@ -45,6 +45,8 @@ from amaranth.build import Clock, Resource
 from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
 from amaranth.lib import io, wiring
 
+from .globals import GLOBAL_LIMIT
+
 
 __all__ = ["BOARDS", "BLOCKS", "build", "UnitHarness", "SoCTop", "summarize_report"]
 
@@ -259,7 +261,7 @@ def _yosys_ff_count(build_dir, name):
 
 
 def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=None, build_dir=None,
-          ram_size=64 * 1024, router="router2", seed=1, spread="auto"):
+          ram_size=64 * 1024, router="router2", seed=1, spread="auto", global_enables=None):
     """Build one bitstream (or, with ``place_only``, place only); return the summary dict.
 
     ``block`` names one of :data:`BLOCKS` to build alone in the test wrapper (``unit_only`` is
@@ -283,12 +285,20 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
     if spread == "auto":
         spread = default_spread(board, block, place_only)
     if spread is not None:
-        if board not in SPREAD_BOARDS:
-            raise ValueError(f"spread is for the ECP5 boards ({', '.join(SPREAD_BOARDS)}), not {board!r}")
+        if board not in ECP5_BOARDS:
+            raise ValueError(f"spread is for the ECP5 boards ({', '.join(ECP5_BOARDS)}), not {board!r}")
         if place_only:
             raise ValueError("spread routes the spread placement: it cannot be combined with place_only")
         if spread != "fill" and spread < 1:
             raise ValueError(f"the spread factor must be at least 1 (or \"fill\"), not {spread!r}")
+    if global_enables is None:
+        global_enables = GLOBAL_LIMIT if board in ECP5_BOARDS else 0
+    if global_enables and board not in ECP5_BOARDS:
+        raise ValueError(f"global enables are for the ECP5 boards ({', '.join(ECP5_BOARDS)}), "
+                         f"not {board!r} (nextpnr-ice40 promotes enables itself)")
+    if not 0 <= global_enables <= GLOBAL_LIMIT:
+        raise ValueError(f"global enables must be 0 to {GLOBAL_LIMIT} (the fabric's global networks "
+                         f"left by the clock), not {global_enables!r}")
     osc_hz, targets = BOARDS[board]
     kind = "soc" if block is None else block
     target_hz = int(target_mhz * 1e6) if target_mhz else targets["soc" if block is None else "unit"]
@@ -311,19 +321,29 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
     if router not in ROUTERS:
         raise ValueError(f"unknown router {router!r}; choose from {', '.join(ROUTERS)}")
     nextpnr_opts = f"--report report.json --seed {int(seed)} --router {router} --timing-allow-fail"
-    if spread is not None:
+    script = f"build_{name}.sh"
+    promotions = []
+    if board in ECP5_BOARDS:
+        # ECP5: synthesis, the widest enables onto global buffers, then placement and routing.
+        if spread is not None or place_only:
+            # The placed netlist is kept for spreading and for ``python -m hwvirt.fpga.wirelength``.
+            nextpnr_opts += f" --no-route --write {name}_placed.json"
+        synth = {"synth_opts": "-nowidelut"} if spread is not None else {}
         plan = platform.build(top, name=name, build_dir=str(build_dir), do_build=False,
-                              nextpnr_opts=nextpnr_opts + f" --no-route --write {name}_placed.json",
-                              synth_opts="-nowidelut")
+                              nextpnr_opts=nextpnr_opts, **synth)
         plan.extract(str(build_dir))
-        spread = _place_spread_route(build_dir, name, spread)
+        _run_script(build_dir, script, stop_at=_NEXTPNR)
+        promotions = _promote_enables(build_dir, name, global_enables)
+        if spread is not None:
+            spread = _place_spread_route(build_dir, name, spread)
+        else:
+            _run_script(build_dir, script, start_at=_NEXTPNR, stop_at=_ECPPACK if place_only else None)
     elif place_only:
-        # The placed netlist is kept for ``python -m hwvirt.fpga.wirelength``.
         nextpnr_opts += f" --no-route --write {name}_placed.json"
         plan = platform.build(top, name=name, build_dir=str(build_dir), do_build=False,
                               nextpnr_opts=nextpnr_opts)
         plan.extract(str(build_dir))
-        _run_script_until(build_dir, f"build_{name}.sh", stop_at='"$ECPPACK"')
+        _run_script(build_dir, script, stop_at='"$ICEPACK"')
     else:
         platform.build(top, name=name, build_dir=str(build_dir), do_program=False,
                        nextpnr_opts=nextpnr_opts)
@@ -336,6 +356,7 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
         summary["ff"] = _yosys_ff_count(build_dir, name)
     summary["placed_only"] = place_only
     summary["spread"] = spread
+    summary["global_enables"] = [promotion._asdict() for promotion in promotions]
     summary["bitstream"] = None if place_only else str(next(
         p for p in build_dir.iterdir() if p.name.startswith(name) and p.suffix in (".bit", ".bin")))
     summary["oscillator_mhz"] = osc_hz / 1e6
@@ -345,8 +366,9 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
 
 #: nextpnr's routers for ECP5 and iCE40 (``--router``).
 ROUTERS = ("router1", "router2")
-#: The boards whose placements :mod:`hwvirt.fpga.spread` can spread (ECP5).
-SPREAD_BOARDS = ("ulx3s-85f",)
+#: The ECP5 boards: their placements can be spread (:mod:`hwvirt.fpga.spread`) and their enables put on
+#: global buffers (:mod:`hwvirt.fpga.globals`).
+ECP5_BOARDS = ("ulx3s-85f",)
 
 
 def build_spread(text):
@@ -371,7 +393,7 @@ def default_spread(board, block, place_only):
     designs do not route from nextpnr's placement (tens of thousands of overused wires, see
     ``fpga/README.md``), and do once spread; single blocks route as placed, and spreading only makes
     their nets longer."""
-    if board in SPREAD_BOARDS and block in (None, "unit") and not place_only:
+    if board in ECP5_BOARDS and block in (None, "unit") and not place_only:
         return "fill"
     return None
 
@@ -385,7 +407,7 @@ def _place_spread_route(build_dir, name, factor):
     from .spread import spread_and_pin
     build_dir = Path(build_dir)
     script = (build_dir / f"build_{name}.sh").read_text().splitlines()
-    _run_script_until(build_dir, f"build_{name}.sh", stop_at='"$ECPPACK"')
+    _run_script(build_dir, f"build_{name}.sh", start_at=_NEXTPNR, stop_at=_ECPPACK)
     (build_dir / f"{name}.tim").rename(build_dir / f"{name}_place.tim")
     pinned, summary, factor = spread_and_pin(
         json.loads((build_dir / f"{name}_placed.json").read_text()),
@@ -438,16 +460,38 @@ def _placement_fmax(log, target_hz):
     return found
 
 
-def _run_script_until(build_dir, script, *, stop_at):
-    """Run Amaranth's generated build script up to (not including) the line starting ``stop_at``."""
+#: The first words of the tool commands in Amaranth's generated ECP5 build script.
+_YOSYS, _NEXTPNR, _ECPPACK = '"$YOSYS"', '"$NEXTPNR_ECP5"', '"$ECPPACK"'
+
+
+def _run_script(build_dir, script, *, start_at=None, stop_at=None):
+    """Run the commands of Amaranth's generated build script from the one starting ``start_at``
+    (default: the first) up to, not including, the one starting ``stop_at`` (default: to the end),
+    with the script's settings (the lines that are not tool commands)."""
     import subprocess
-    lines = (Path(build_dir) / script).read_text().splitlines()
-    kept = []
-    for line in lines:
-        if line.startswith(stop_at):
+    kept, running = [], start_at is None
+    for line in (Path(build_dir) / script).read_text().splitlines():
+        if not line.startswith('"$'):
+            kept.append(line)
+            continue
+        if stop_at is not None and line.startswith(stop_at):
             break
-        kept.append(line)
-    subprocess.run(["sh", "-c", "\n".join(kept)], cwd=build_dir, check=True)
+        running = running or line.startswith(start_at)
+        if running:
+            kept.append(line)
+    subprocess.run(["sh", "-ec", "\n".join(kept)], cwd=build_dir, check=True)
+
+
+def _promote_enables(build_dir, name, limit):
+    """Put the ``limit`` widest flip-flop enables of the synthesized ``{name}.json`` on global buffers
+    (:func:`hwvirt.fpga.globals.promote_enables`), in place; print and return the promotions."""
+    from .globals import promote_enables
+    path = Path(build_dir) / f"{name}.json"
+    netlist, promotions = promote_enables(json.loads(path.read_text()), limit=limit)
+    path.write_text(json.dumps(netlist))
+    for promotion in promotions:
+        print(f"global buffer for {promotion.net} ({promotion.pins} CE/LSR pins)", flush=True)
+    return promotions
 
 
 def format_summary(s):
@@ -468,6 +512,10 @@ def format_summary(s):
     if "wrapper_ff" in s:
         lines.append(f"  test wrapper: {s['wrapper_input_bits']} input bits from a shift register, "
                      f"{s['wrapper_output_bits']} output bits folded; ~{s['wrapper_ff']} of the FFs are the wrapper's")
+    promoted = s.get("global_enables") or []
+    if promoted:
+        lines.append(f"  global buffers: {len(promoted)} enables, "
+                     f"{sum(p['pins'] for p in promoted)} CE/LSR pins (hwvirt.fpga.globals)")
     cp = s.get("critical_path")
     if cp:
         total = sum(step["delay_ns"] or 0 for step in cp["steps"])
@@ -500,12 +548,16 @@ def main(argv=None):
                              '("fill": as far as the die allows; "none": not at all) before routing '
                              '(hwvirt.fpga.spread); default "auto": "fill" for the SoC and the whole '
                              "unit, none for single blocks and --place-only")
+    parser.add_argument("--global-enables", type=int, metavar="N",
+                        help=f"ECP5: put the N widest flip-flop enables (CE/LSR nets) on global "
+                             f"buffers (hwvirt.fpga.globals); 0 to {GLOBAL_LIMIT}, default "
+                             f"{GLOBAL_LIMIT} on ECP5 and 0 on iCE40")
     parser.add_argument("--build-dir")
     parser.add_argument("--json", help="also write the summary as JSON")
     args = parser.parse_args(argv)
     summary = build(args.board, unit_only=args.unit_only, block=args.block, place_only=args.place_only,
                     target_mhz=args.target_mhz, build_dir=args.build_dir, router=args.router,
-                    seed=args.seed, spread=args.spread)
+                    seed=args.seed, spread=args.spread, global_enables=args.global_enables)
     print(format_summary(summary))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))

@@ -23,7 +23,7 @@ import sys
 from collections import namedtuple
 
 
-__all__ = ["NET_DELAY", "Path", "deepest_paths", "net_names", "main"]
+__all__ = ["NET_DELAY", "Path", "deepest_paths", "net_arrivals", "net_names", "main"]
 
 #: Modelled delay of one net, in ns (placement-dependent; a constant keeps the comparison simple).
 NET_DELAY = 0.3
@@ -64,27 +64,12 @@ def net_names(module):
     return names
 
 
-def deepest_paths(netlist, top):
-    """Every sequential input's worst path, deepest first: a list of :class:`Path`.
-
-    ``netlist`` is Yosys's JSON (a dict), ``top`` the module name. A path starts at a flip-flop or
-    block-RAM output, or at a module input, and ``nets`` names the nets along it, source first.
-    """
-    try:
-        module = netlist["modules"][top]
-    except KeyError:
-        raise ValueError(f"module {top!r} is not in the netlist; it has "
-                         f"{', '.join(sorted(netlist.get('modules', {})))}") from None
+def net_arrivals(module):
+    """The modelled arrival time of every net of a JSON netlist's ``module``: a function of a net bit
+    giving (arrival in ns at its driver's output, the input net the latest arrival came through, or
+    ``None`` at a register, block RAM, constant or input), computed on demand and remembered."""
     cells = module["cells"]
-    net_name = net_names(module)
-    driver = {}
-    for cell_name, cell in cells.items():
-        for port, bits in cell["connections"].items():
-            if cell["port_directions"].get(port) == "output":
-                for bit in bits:
-                    if isinstance(bit, int):
-                        driver[bit] = (cell_name, port)
-
+    driver = _drivers(module)
     arrival = {}          # net → (arrival at the driver's output, the input net it came through)
 
     def arrive(net):
@@ -114,6 +99,38 @@ def deepest_paths(netlist, top):
                     best = (t, b)
             arrival[bit] = best
             stack.pop()
+        return arrival[net]
+
+    return arrive
+
+
+def _drivers(module):
+    """{net bit: (cell name, output port)} of a JSON netlist's module."""
+    driver = {}
+    for cell_name, cell in module["cells"].items():
+        for port, bits in cell["connections"].items():
+            if cell["port_directions"].get(port) == "output":
+                for bit in bits:
+                    if isinstance(bit, int):
+                        driver[bit] = (cell_name, port)
+    return driver
+
+
+def deepest_paths(netlist, top):
+    """Every sequential input's worst path, deepest first: a list of :class:`Path`.
+
+    ``netlist`` is Yosys's JSON (a dict), ``top`` the module name. A path starts at a flip-flop or
+    block-RAM output, or at a module input, and ``nets`` names the nets along it, source first.
+    """
+    try:
+        module = netlist["modules"][top]
+    except KeyError:
+        raise ValueError(f"module {top!r} is not in the netlist; it has "
+                         f"{', '.join(sorted(netlist.get('modules', {})))}") from None
+    cells = module["cells"]
+    net_name = net_names(module)
+    driver = _drivers(module)
+    arrive = net_arrivals(module)
 
     paths = []
     for cell_name, cell in cells.items():
@@ -125,13 +142,12 @@ def deepest_paths(netlist, top):
             for bit in bits:
                 if not isinstance(bit, int):
                     continue
-                arrive(bit)
                 nets = [bit]
-                while arrival[nets[-1]][1] is not None:
-                    nets.append(arrival[nets[-1]][1])
+                while arrive(nets[-1])[1] is not None:
+                    nets.append(arrive(nets[-1])[1])
                 nets.reverse()
                 source = driver.get(nets[0], ("(input)", None))[0]
-                paths.append(Path(arrival[bit][0] + NET_DELAY, len(nets) - 1, source, cell_name, pin,
+                paths.append(Path(arrive(bit)[0] + NET_DELAY, len(nets) - 1, source, cell_name, pin,
                                   [net_name.get(n, str(n)) for n in nets]))
     paths.sort(key=lambda p: (-p.arrival_ns, p.sink, p.sink_pin))
     return paths

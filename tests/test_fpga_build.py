@@ -139,6 +139,7 @@ def test_unit_alone_ulx3s_85f(tmp_path):
     assert summary["lut"] and summary["lut"] < summary["lut_available"]
     assert summary["fmax_mhz"], "nextpnr reported no fmax"
     assert summary["timing"] != "fails", "too slow even for the board oscillator"
+    assert summary["global_enables"], "no enable went onto a global buffer"
 
 
 # Between the two builds in this file, so that pytest-xdist gives them to different workers (in
@@ -206,6 +207,9 @@ def test_build_spread_argument():
     ({"board": "icebreaker", "spread": 2.0}, "spread is for the ECP5 boards"),
     ({"board": "ulx3s-85f", "spread": 2.0, "place_only": True}, "cannot be combined with place_only"),
     ({"board": "ulx3s-85f", "spread": 0.5}, "at least 1"),
+    ({"board": "icebreaker", "global_enables": 1}, "global enables are for the ECP5 boards"),
+    ({"board": "ulx3s-85f", "global_enables": 8}, "must be 0 to 7"),
+    ({"board": "ulx3s-85f", "global_enables": -1}, "must be 0 to 7"),
 ])
 def test_spread_arguments_are_checked_before_building(kwargs, message, tmp_path):
     from hwvirt.fpga.build import build
@@ -245,3 +249,23 @@ def test_summary_reports_the_clock_path_with_its_routing():
     assert lines[0].split() == ["clk-to-q", "0.500", "ns", "a"]
     assert lines[1].split() == ["+", "2.000", "ns", "routing", "logic", "0.250", "ns", "b"]
     assert lines[2].split() == ["+", "1.500", "ns", "routing", "setup", "0.400", "ns", "c"]
+    assert "global buffers" not in text
+    summary["global_enables"] = [{"net": "a", "buffer": "$global$a", "pins": 700},
+                                 {"net": "b", "buffer": "$global$b", "pins": 300}]
+    assert "  global buffers: 2 enables, 1000 CE/LSR pins (hwvirt.fpga.globals)" in format_summary(summary)
+
+
+def test_run_script_runs_the_commands_between_two_tools(tmp_path):
+    """The build runs Amaranth's script in parts (synthesis; placement; routing and packing) with
+    the script's settings each time."""
+    from hwvirt.fpga.build import _ECPPACK, _NEXTPNR, _run_script
+    (tmp_path / "build.sh").write_text("\n".join([
+        "set -e", "YOSYS=echo", "NEXTPNR_ECP5=echo", "ECPPACK=echo",
+        '"$YOSYS" synth >> log', '"$NEXTPNR_ECP5" place >> log', '"$ECPPACK" pack >> log']))
+    log = tmp_path / "log"
+    _run_script(tmp_path, "build.sh", stop_at=_NEXTPNR)
+    assert log.read_text() == "synth\n"
+    _run_script(tmp_path, "build.sh", start_at=_NEXTPNR, stop_at=_ECPPACK)
+    assert log.read_text() == "synth\nplace\n"
+    _run_script(tmp_path, "build.sh", start_at=_NEXTPNR)
+    assert log.read_text() == "synth\nplace\nplace\npack\n"

@@ -1,0 +1,126 @@
+"""Put a synthesized ECP5 netlist's widest, latest flip-flop enables on the global clock network.
+
+nextpnr-ecp5 promotes only clock nets to the global network (``promote_globals``). An enable or a
+set/reset that reaches hundreds of flip-flops all over the die then goes through general routing,
+and on a spread placement such a net takes 7–19 ns to its last flip-flop: the unit's and the SoC's
+critical paths ended in one (``fpga/README.md``). A ``DCCA`` (the global buffer) can drive fabric
+too: nextpnr routes a DCCA's output on one of the first eight global networks and reaches any
+flip-flop's CE or LSR pin from it (``route_logic_tile_global``), in about 2.5 ns anywhere on the die
+(measured: 3248 CE pins of a test design, 2.94 ns from the driving flip-flop's clock edge, all
+equal).
+
+This inserts a DCCA into ``limit`` of the nets that drive at least ``min_fanout`` CE and LSR pins —
+those whose logic settles last, see :func:`promote_enables` — in the JSON netlist that ``synth_ecp5``
+writes, before placement: the CE and LSR pins move to the buffer's output, every other user keeps
+the original net. The clock takes one of the eight fabric-capable global networks, so seven are left
+for enables.
+
+Usage::
+
+    python -m hwvirt.fpga.globals synthesized.json promoted.json [--limit 7] [--min-fanout 128]
+"""
+
+import argparse
+import json
+import sys
+from collections import Counter, namedtuple
+
+from .logic_depth import net_arrivals, net_names
+from .wirelength import _top_module
+
+
+__all__ = ["ENABLE_PINS", "GLOBAL_LIMIT", "Promotion", "promote_enables", "main"]
+
+#: The flip-flop pins a global network reaches besides the clock: clock enable and set/reset.
+ENABLE_PINS = ("CE", "LSR")
+#: Global networks that can drive fabric (nextpnr-ecp5: the first eight), less the one the clock takes.
+GLOBAL_LIMIT = 7
+
+Promotion = namedtuple("Promotion", "net buffer pins")
+
+
+def promote_enables(netlist, *, limit=GLOBAL_LIMIT, min_fanout=128):
+    """A copy of ``netlist`` (Yosys JSON, a dict) with a DCCA in ``limit`` of the nets that drive at
+    least ``min_fanout`` flip-flop CE/LSR pins, and the list of :class:`Promotion` (net name, buffer
+    cell name, number of pins moved) in the order chosen. ``netlist`` is not changed.
+
+    The nets chosen are those whose logic settles last (the modelled arrival time of
+    :func:`hwvirt.fpga.logic_depth.net_arrivals`), then the widest: an enable decoded from a few
+    registers reaches its flip-flops in time over general routing, one at the end of the sequencer's
+    decisions does not."""
+    if limit < 0:
+        raise ValueError(f"limit must be at least 0, not {limit!r}")
+    if min_fanout < 1:
+        raise ValueError(f"min_fanout must be at least 1, not {min_fanout!r}")
+    netlist = json.loads(json.dumps(netlist))
+    module = _top_module(netlist)
+    cells = module["cells"]
+    enable_pins = Counter()
+    clock_nets = set()
+    for cell in cells.values():
+        if cell["type"] != "TRELLIS_FF":
+            continue
+        for pin, bits in cell["connections"].items():
+            for bit in bits:
+                if not isinstance(bit, int):
+                    continue
+                if pin in ENABLE_PINS:
+                    enable_pins[bit] += 1
+                elif pin == "CLK":
+                    clock_nets.add(bit)
+    names = net_names(module)
+    arrival = net_arrivals(module)
+    candidates = [bit for bit, count in enable_pins.items() if count >= min_fanout and bit not in clock_nets]
+    candidates.sort(key=lambda bit: (-round(arrival(bit)[0], 6), -enable_pins[bit], bit))
+    chosen = candidates[:limit]
+    used = [bit for cell in cells.values() for bits in cell["connections"].values() for bit in bits]
+    used += [bit for info in module["netnames"].values() for bit in info["bits"]]
+    used += [bit for port in module.get("ports", {}).values() for bit in port["bits"]]
+    next_bit = 1 + max((bit for bit in used if isinstance(bit, int)), default=1)
+    promotions = []
+    for bit in chosen:
+        net = names.get(bit, f"net{bit}")
+        global_bit, next_bit = next_bit, next_bit + 1
+        buffer = f"$global${net}"
+        if buffer in cells:
+            raise ValueError(f"the netlist already has a cell named {buffer!r}")
+        moved = 0
+        for cell in cells.values():
+            if cell["type"] != "TRELLIS_FF":
+                continue
+            for pin in ENABLE_PINS:
+                if cell["connections"].get(pin) == [bit]:
+                    cell["connections"][pin] = [global_bit]
+                    moved += 1
+        cells[buffer] = {
+            "hide_name": 0, "type": "DCCA", "parameters": {}, "attributes": {},
+            "port_directions": {"CLKI": "input", "CE": "input", "CLKO": "output"},
+            "connections": {"CLKI": [bit], "CE": ["1"], "CLKO": [global_bit]},
+        }
+        module["netnames"][f"{net}$global"] = {"hide_name": 0, "bits": [global_bit], "attributes": {}}
+        promotions.append(Promotion(net, buffer, moved))
+    return netlist, promotions
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("netlist", help="Yosys JSON netlist (synth_ecp5 output)")
+    parser.add_argument("output", help="where to write the netlist with the global buffers")
+    parser.add_argument("--limit", type=int, default=GLOBAL_LIMIT, help="nets to promote at most")
+    parser.add_argument("--min-fanout", type=int, default=128, help="CE/LSR pins a promoted net drives at least")
+    args = parser.parse_args(argv)
+    with open(args.netlist) as f:
+        netlist = json.load(f)
+    try:
+        promoted, promotions = promote_enables(netlist, limit=args.limit, min_fanout=args.min_fanout)
+    except ValueError as error:
+        parser.error(str(error))
+    with open(args.output, "w") as f:
+        json.dump(promoted, f)
+    for promotion in promotions:
+        print(f"{promotion.pins:6d} CE/LSR pins  {promotion.net}  -> {promotion.buffer}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
