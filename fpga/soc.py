@@ -220,9 +220,11 @@ class SysRegs(wiring.Component):
 class SharedRAM(wiring.Component):
     """RAM, 64 bits wide, shared by the core (32-bit port) and the unit (64-bit Wishbone target).
 
-    One access a cycle: a request granted in cycle *t* is answered (``ready`` / ``ack``) in *t* + 1,
-    when the other master may already be granted. When both request, the one not served last wins
-    (round robin), so neither starves. Wishbone addresses beyond the RAM read 0 and drop writes.
+    One access a cycle: a request of the core granted in cycle *t* is answered (``ready``) in *t* + 1,
+    one of the unit (``ack``) in *t* + 2, its read data registered on the way (timing: the block
+    RAM's 5.6 ns clock-to-out and the unit's logic behind ``dat_r`` do not fit one cycle); the other
+    master may be granted from *t* + 1. When both request, the one not served last wins (round
+    robin), so neither starves. Wishbone addresses beyond the RAM read 0 and drop writes.
 
     Parameters
     ----------
@@ -257,11 +259,12 @@ class SharedRAM(wiring.Component):
         cpu, wb = self.cpu, self.wb
 
         cpu_acked = Signal()
+        wb_granted = Signal()                 # the unit's access is in flight (granted last cycle)
         wb_acked = Signal()
         last_wb = Signal()
         wb_beyond = wb.adr[index_bits:] != 0
         cpu_req = cpu.valid & ~cpu_acked
-        wb_req = wb.cyc & wb.stb & ~wb_acked
+        wb_req = wb.cyc & wb.stb & ~wb_granted & ~wb_acked
         grant_wb = wb_req & (~cpu_req | ~last_wb)
         grant_cpu = cpu_req & ~grant_wb
         upper = cpu.addr[2]
@@ -282,9 +285,13 @@ class SharedRAM(wiring.Component):
 
         beyond_r = Signal()
         upper_r = Signal()
-        m.d.sync += [wb_acked.eq(grant_wb), cpu_acked.eq(grant_cpu), beyond_r.eq(wb_beyond), upper_r.eq(upper)]
+        wb_data = Signal(64)
+        m.d.sync += [wb_granted.eq(grant_wb), wb_acked.eq(wb_granted), cpu_acked.eq(grant_cpu),
+                     beyond_r.eq(wb_beyond), upper_r.eq(upper)]
+        with m.If(wb_granted):
+            m.d.sync += wb_data.eq(Mux(beyond_r, 0, rd.data))
         m.d.comb += [
-            wb.ack.eq(wb_acked), wb.dat_r.eq(Mux(beyond_r, 0, rd.data)),
+            wb.ack.eq(wb_acked), wb.dat_r.eq(wb_data),
             cpu.ready.eq(cpu_acked), cpu.rdata.eq(Mux(upper_r, rd.data[32:64], rd.data[0:32])),
         ]
         return m
