@@ -230,25 +230,24 @@ def test_shared_ram_serves_both_masters():
     access is answered a cycle after its request, the unit's two cycles after (registered data)."""
     ram = SharedRAM(size=1024, init=[0x1111_0000_0000_0000 | i for i in range(128)], addr_width=36)
 
+    async def ticks_until(ctx, answer):
+        ticks = 0
+        while not ticks or not ctx.get(answer):
+            await ctx.tick()
+            ticks += 1
+        return ticks
+
     async def tb(ctx):
         cpu, wb = ram.cpu, ram.wb
         ctx.set(cpu.valid, 1)
         ctx.set(cpu.addr, 8 * 3)
-        ticks = 0
-        while not ticks or not ctx.get(cpu.ready):
-            await ctx.tick()
-            ticks += 1
-        assert ticks == 1 and ctx.get(cpu.rdata) == 3
+        assert await ticks_until(ctx, cpu.ready) == 1 and ctx.get(cpu.rdata) == 3
         ctx.set(cpu.valid, 0)
         await ctx.tick()
         ctx.set(wb.cyc, 1)
         ctx.set(wb.stb, 1)
         ctx.set(wb.adr, 9)
-        ticks = 0
-        while not ticks or not ctx.get(wb.ack):
-            await ctx.tick()
-            ticks += 1
-        assert ticks == 2 and ctx.get(wb.dat_r) == 0x1111_0000_0000_0009
+        assert await ticks_until(ctx, wb.ack) == 2 and ctx.get(wb.dat_r) == 0x1111_0000_0000_0009
         ctx.set(wb.cyc, 0)
         ctx.set(wb.stb, 0)
         await ctx.tick()
