@@ -274,6 +274,10 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
     ``None`` places and routes in one go. The default, ``"auto"``, is ``"fill"`` for the designs
     nextpnr's own placement cannot route (the SoC and the whole unit on an ECP5 board, unless
     ``place_only``) and ``None`` for everything else (:func:`default_spread`).
+
+    ``global_enables`` (ECP5 only): how many flip-flop enable and set/reset nets go through global
+    buffers, inserted between synthesis and placement (:func:`hwvirt.fpga.globals.promote_enables`);
+    ``None`` is :data:`~hwvirt.fpga.globals.GLOBAL_LIMIT` on ECP5 and 0 elsewhere.
     """
     from hwvirt.sim.toolchain import build_root
 
@@ -324,7 +328,7 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
     script = f"build_{name}.sh"
     promotions = []
     if board in ECP5_BOARDS:
-        # ECP5: synthesis, the widest enables onto global buffers, then placement and routing.
+        # ECP5: synthesis, the latest, widest enables onto global buffers, placement, routing.
         if spread is not None or place_only:
             # The placed netlist is kept for spreading and for ``python -m hwvirt.fpga.wirelength``.
             nextpnr_opts += f" --no-route --write {name}_placed.json"
@@ -343,7 +347,7 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
         plan = platform.build(top, name=name, build_dir=str(build_dir), do_build=False,
                               nextpnr_opts=nextpnr_opts)
         plan.extract(str(build_dir))
-        _run_script(build_dir, script, stop_at='"$ICEPACK"')
+        _run_script(build_dir, script, stop_at=_ICEPACK)
     else:
         platform.build(top, name=name, build_dir=str(build_dir), do_program=False,
                        nextpnr_opts=nextpnr_opts)
@@ -460,8 +464,8 @@ def _placement_fmax(log, target_hz):
     return found
 
 
-#: The first words of the tool commands in Amaranth's generated ECP5 build script.
-_YOSYS, _NEXTPNR, _ECPPACK = '"$YOSYS"', '"$NEXTPNR_ECP5"', '"$ECPPACK"'
+#: The first words of the place-and-route and packing commands in Amaranth's generated build scripts.
+_NEXTPNR, _ECPPACK, _ICEPACK = '"$NEXTPNR_ECP5"', '"$ECPPACK"', '"$ICEPACK"'
 
 
 def _run_script(build_dir, script, *, start_at=None, stop_at=None):
