@@ -301,8 +301,8 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
         raise ValueError(f"global enables are for the ECP5 boards ({', '.join(ECP5_BOARDS)}), "
                          f"not {board!r} (nextpnr-ice40 promotes enables itself)")
     if not 0 <= global_enables <= GLOBAL_LIMIT:
-        raise ValueError(f"global enables must be 0 to {GLOBAL_LIMIT} (the fabric's global networks "
-                         f"left by the clock), not {global_enables!r}")
+        raise ValueError(f"global enables must be 0 to {GLOBAL_LIMIT} (the global-buffer sites "
+                         f"of hwvirt.fpga.globals.SITES), not {global_enables!r}")
     osc_hz, targets = BOARDS[board]
     kind = "soc" if block is None else block
     target_hz = int(target_mhz * 1e6) if target_mhz else targets["soc" if block is None else "unit"]

@@ -14,12 +14,11 @@ those whose logic settles last, see :func:`promote_enables` — in the JSON netl
 writes, or in one whose cells :mod:`hwvirt.fpga.spread` has pinned (the build does that on a spread
 placement: the buffers' sites are at the die's edges and would pull their drivers there if placed
 with them): the CE and LSR pins move to the buffer's output, every other user keeps the original
-net. The clock takes one of the eight fabric-capable global networks, so seven are left
-for enables.
+net. Each buffer is pinned to one of :data:`SITES`.
 
 Usage::
 
-    python -m hwvirt.fpga.globals synthesized.json promoted.json [--limit 7] [--min-fanout 128]
+    python -m hwvirt.fpga.globals synthesized.json promoted.json [--limit 4] [--min-fanout 128]
 """
 
 import argparse
@@ -31,12 +30,19 @@ from .logic_depth import net_arrivals, net_names
 from .wirelength import _top_module
 
 
-__all__ = ["ENABLE_PINS", "GLOBAL_LIMIT", "Promotion", "promote_enables", "main"]
+__all__ = ["ENABLE_PINS", "SITES", "GLOBAL_LIMIT", "Promotion", "promote_enables", "main"]
 
 #: The flip-flop pins a global network reaches besides the clock: clock enable and set/reset.
 ENABLE_PINS = ("CE", "LSR")
-#: Global networks that can drive fabric (nextpnr-ecp5: the first eight), less the one the clock takes.
-GLOBAL_LIMIT = 7
+#: The global-buffer sites of the LFE5U-85F the buffers are pinned to, at the top of the die's middle
+#: column. nextpnr-ecp5 lets eight global networks drive fabric (the clock takes one of them), but it
+#: places a DCCA on any free site, and the YoWASP build of ecppack fails ("thrown Wasm exception") on
+#: a configuration that uses the bottom sites DCC_B1–B3 (measured: the SoC's configuration packs once
+#: their lines are removed). These four have packed in every build so far; the clock's own buffer
+#: goes to the left edge, next to its input pin.
+SITES = ("X67/Y0/TDCC0", "X67/Y0/TDCC1", "X67/Y0/TDCC3", "X67/Y0/TDCC5")
+#: How many enables can go on global buffers: one per site.
+GLOBAL_LIMIT = len(SITES)
 
 Promotion = namedtuple("Promotion", "net buffer pins")
 
@@ -50,8 +56,8 @@ def promote_enables(netlist, *, limit=GLOBAL_LIMIT, min_fanout=128):
     :func:`hwvirt.fpga.logic_depth.net_arrivals`), then the widest: an enable decoded from a few
     registers reaches its flip-flops in time over general routing, one at the end of the sequencer's
     decisions does not."""
-    if limit < 0:
-        raise ValueError(f"limit must be at least 0, not {limit!r}")
+    if not 0 <= limit <= GLOBAL_LIMIT:
+        raise ValueError(f"limit must be 0 to {GLOBAL_LIMIT} (the buffer sites), not {limit!r}")
     if min_fanout < 1:
         raise ValueError(f"min_fanout must be at least 1, not {min_fanout!r}")
     netlist = json.loads(json.dumps(netlist))
@@ -95,7 +101,7 @@ def promote_enables(netlist, *, limit=GLOBAL_LIMIT, min_fanout=128):
                     cell["connections"][pin] = [global_bit]
                     moved += 1
         cells[buffer] = {
-            "hide_name": 0, "type": "DCCA", "parameters": {}, "attributes": {},
+            "hide_name": 0, "type": "DCCA", "parameters": {}, "attributes": {"BEL": SITES[len(promotions)]},
             "port_directions": {"CLKI": "input", "CE": "input", "CLKO": "output"},
             "connections": {"CLKI": [bit], "CE": ["1"], "CLKO": [global_bit]},
         }

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from hwvirt.fpga.globals import main, promote_enables
+from hwvirt.fpga.globals import SITES, main, promote_enables
 
 
 def _ff(clk, *, ce=None, lsr=None, di=None, q=None):
@@ -62,6 +62,8 @@ def test_widest_enables_move_to_global_buffers_and_other_users_stay():
     wide = cells["$global$en_wide"]
     assert wide["type"] == "DCCA"
     assert wide["connections"]["CLKI"] == [10] and wide["connections"]["CE"] == ["1"]
+    # each buffer on its own site, in order
+    assert wide["attributes"]["BEL"] == SITES[0] and cells["$global$rst"]["attributes"]["BEL"] == SITES[1]
     wide_bit = wide["connections"]["CLKO"][0]
     reset_bit = cells["$global$rst"]["connections"]["CLKO"][0]
     # new nets: no cell, name or port uses them (net 140 is only named, 150 only a port)
@@ -76,7 +78,7 @@ def test_widest_enables_move_to_global_buffers_and_other_users_stay():
 
 
 def test_min_fanout_and_the_clock():
-    promoted, promotions = promote_enables(_netlist(), limit=7, min_fanout=3)
+    promoted, promotions = promote_enables(_netlist(), limit=4, min_fanout=3)
     # net 12 drives 2 pins, below the minimum; the clock (net 2) is never promoted as an enable
     assert [(p.net, p.pins) for p in promotions] == [("en_wide", 5), ("rst", 4)]
     assert _cells(promoted)["odd"]["connections"]["CE"] == [2]
@@ -99,7 +101,8 @@ def test_late_enables_go_first():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"limit": -1}, "limit must be at least 0"),
+    ({"limit": -1}, "limit must be 0 to 4"),
+    ({"limit": 5}, "limit must be 0 to 4"),
     ({"min_fanout": 0}, "min_fanout must be at least 1"),
 ])
 def test_bad_arguments(kwargs, message):
@@ -124,4 +127,4 @@ def test_cli(tmp_path, capsys):
     assert "$global$en_wide" in _cells(json.loads(output.read_text()))
     with pytest.raises(SystemExit):
         main([str(source), str(output), "--limit", "-1"])
-    assert "limit must be at least 0" in capsys.readouterr().err
+    assert "limit must be 0 to 4" in capsys.readouterr().err
