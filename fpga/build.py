@@ -276,7 +276,8 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
     ``place_only``) and ``None`` for everything else (:func:`default_spread`).
 
     ``global_enables`` (ECP5 only): how many flip-flop enable and set/reset nets go through global
-    buffers, inserted between synthesis and placement (:func:`hwvirt.fpga.globals.promote_enables`);
+    buffers (:func:`hwvirt.fpga.globals.promote_enables`), inserted into the pinned netlist on a
+    spread build (:func:`_place_spread_route`) and between synthesis and placement otherwise;
     ``None`` is :data:`~hwvirt.fpga.globals.GLOBAL_LIMIT` on ECP5 and 0 elsewhere.
     """
     from hwvirt.sim.toolchain import build_root
@@ -341,7 +342,9 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
         if spread is not None:
             spread, promotions = _place_spread_route(build_dir, name, spread, global_enables)
         else:
-            promotions = _promote_enables(build_dir / f"{name}.json", global_enables)
+            synthesized = build_dir / f"{name}.json"
+            promoted, promotions = _promote_enables(json.loads(synthesized.read_text()), global_enables)
+            synthesized.write_text(json.dumps(promoted))
             _run_script(build_dir, script, start_at=_NEXTPNR, stop_at=_ECPPACK if place_only else None)
     elif place_only:
         nextpnr_opts += f" --no-route --write {name}_placed.json"
@@ -424,10 +427,9 @@ def _place_spread_route(build_dir, name, factor, global_enables):
     pinned, summary, factor = spread_and_pin(
         json.loads((build_dir / f"{name}_placed.json").read_text()),
         json.loads((build_dir / f"{name}.json").read_text()), factor=factor)
-    pinned_path = build_dir / f"{name}_pinned.json"
-    pinned_path.write_text(json.dumps(pinned))
     print(summary, flush=True)
-    promotions = _promote_enables(pinned_path, global_enables)
+    pinned, promotions = _promote_enables(pinned, global_enables)
+    (build_dir / f"{name}_pinned.json").write_text(json.dumps(pinned))
     _run_route(build_dir, name, script)
     return factor, promotions
 
@@ -496,15 +498,14 @@ def _run_script(build_dir, script, *, start_at=None, stop_at=None):
     subprocess.run(["sh", "-ec", "\n".join(kept)], cwd=build_dir, check=True)
 
 
-def _promote_enables(path, limit):
-    """Put ``limit`` flip-flop enables of the netlist at ``path`` on global buffers
-    (:func:`hwvirt.fpga.globals.promote_enables`), in place; print and return the promotions."""
+def _promote_enables(netlist, limit):
+    """:func:`hwvirt.fpga.globals.promote_enables` on ``netlist`` with ``limit``, printing each
+    promotion: the netlist with the global buffers, and the promotions."""
     from .globals import promote_enables
-    netlist, promotions = promote_enables(json.loads(path.read_text()), limit=limit)
-    path.write_text(json.dumps(netlist))
+    netlist, promotions = promote_enables(netlist, limit=limit)
     for promotion in promotions:
         print(f"global buffer for {promotion.net} ({promotion.pins} CE/LSR pins)", flush=True)
-    return promotions
+    return netlist, promotions
 
 
 def format_summary(s):
@@ -562,8 +563,9 @@ def main(argv=None):
                              '(hwvirt.fpga.spread); default "auto": "fill" for the SoC and the whole '
                              "unit, none for single blocks and --place-only")
     parser.add_argument("--global-enables", type=int, metavar="N",
-                        help=f"ECP5: put the N widest flip-flop enables (CE/LSR nets) on global "
-                             f"buffers (hwvirt.fpga.globals); 0 to {GLOBAL_LIMIT}, default "
+                        help=f"ECP5: put N flip-flop enables (CE/LSR nets; the latest-settling, "
+                             f"then the widest) on global buffers (hwvirt.fpga.globals); 0 to "
+                             f"{GLOBAL_LIMIT}, default "
                              f"{GLOBAL_LIMIT} on ECP5 and 0 on iCE40")
     parser.add_argument("--build-dir")
     parser.add_argument("--json", help="also write the summary as JSON")
