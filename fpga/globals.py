@@ -18,7 +18,7 @@ net. Each buffer is pinned to one of :data:`SITES`.
 
 Usage::
 
-    python -m hwvirt.fpga.globals synthesized.json promoted.json [--limit 4] [--min-fanout 128]
+    python -m hwvirt.fpga.globals synthesized.json promoted.json [--limit 7] [--min-fanout 128]
 """
 
 import argparse
@@ -35,12 +35,14 @@ __all__ = ["ENABLE_PINS", "SITES", "GLOBAL_LIMIT", "Promotion", "promote_enables
 #: The flip-flop pins a global network reaches besides the clock: clock enable and set/reset.
 ENABLE_PINS = ("CE", "LSR")
 #: The global-buffer sites of the LFE5U-85F the buffers are pinned to, at the top of the die's middle
-#: column. nextpnr-ecp5 lets eight global networks drive fabric (the clock takes one of them), but it
-#: places a DCCA on any free site, and the YoWASP build of ecppack fails ("thrown Wasm exception") on
-#: a configuration that uses the bottom sites DCC_B1–B3 (measured: the SoC's configuration packs once
-#: their lines are removed). These four have packed in every build so far; the clock's own buffer
-#: goes to the left edge, next to its input pin.
-SITES = ("X67/Y0/TDCC0", "X67/Y0/TDCC1", "X67/Y0/TDCC3", "X67/Y0/TDCC5")
+#: column. nextpnr-ecp5 routes fabric (CE/LSR) loads from the first eight global networks only, and
+#: the clock takes one, so seven enables fit: an eighth buffer's net goes through general routing
+#: (measured on a test design with eight buffers). Left to itself nextpnr places a DCCA on any free
+#: site, and the YoWASP build of ecppack fails ("thrown Wasm exception") on a configuration that uses
+#: the bottom sites DCC_B1–B3 (the SoC's configuration packs once their lines are removed); a test
+#: design with buffers pinned to TDCC0–TDCC7 routes, packs and reaches every CE pin over its global
+#: network. The clock's own buffer goes to the left edge, next to its input pin.
+SITES = tuple(f"X67/Y0/TDCC{index}" for index in range(7))
 #: How many enables can go on global buffers: one per site.
 GLOBAL_LIMIT = len(SITES)
 

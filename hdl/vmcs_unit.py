@@ -547,17 +547,28 @@ class VMCSUnit(wiring.Component):
 
         # -- derived operands -------------------------------------------------------------------------
         pointer = operand[0:64]
-        pointer_invalid = pointer[0:12].any() | pointer[maxphy:64].any()
         pointer_tag = pointer[12:maxphy]
         reg_value = Mux(long_mode, reg, reg[0:32])       # register operands are 32 bits outside 64-bit mode
         src_value = Mux(long_mode, operand[0:64], operand[0:32])
 
-        hits = Signal(n_slots)
-        m.d.comb += hits.eq(Cat(slot_valid[i] & (slot_tag[i] == pointer_tag) for i in range(n_slots)))
+        # What the pointer operand selects, computed as the command is accepted and registered with it
+        # (timing: the cache's tag compares and the priority pick, then the outcome they decide, do not
+        # fit one clock cycle). The cache's slots and the VMXON pointer do not change between a
+        # command's acceptance and the end of its execution.
+        pointer_invalid = Signal()        # not 4-KiB aligned, or beyond the physical-address width
+        pointer_is_vmxon = Signal()
+        hits = Signal(n_slots)            # the resident slots holding the pointer's VMCS
         hit_slot = Signal(range(n_slots))
-        for i in reversed(range(n_slots)):
-            with m.If(hits[i]):
-                m.d.comb += hit_slot.eq(i)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            accepted = self.cmd.payload.operand[0:64]
+            m.d.sync += [
+                pointer_invalid.eq(accepted[0:12].any() | accepted[maxphy:64].any()),
+                pointer_is_vmxon.eq(accepted == vmxon_ptr),
+                hits.eq(Cat(slot_valid[i] & (slot_tag[i] == accepted[12:maxphy]) for i in range(n_slots))),
+            ]
+            for i in reversed(range(n_slots)):
+                with m.If(slot_valid[i] & (slot_tag[i] == accepted[12:maxphy])):
+                    m.d.sync += hit_slot.eq(i)
 
         free_any = Signal()
         free_slot = Signal(range(n_slots))
@@ -837,6 +848,14 @@ class VMCSUnit(wiring.Component):
                             for name in (group.name.lower() for group in entry_groups))
         msr_positions = [CHECKS.index(c) for c in MSR_LOAD_CHECKS]
 
+        # The writes of a whole state area into the architectural state are strobed by registers set
+        # the cycle before (timing: the ~2000 flip-flops' input muxes select on a register, not on the
+        # sequencer's state and the decisions it acts on). Each strobe is one cycle long.
+        arch_load_guest = Signal()        # the guest-state area (VM entry; with Entry-Act)
+        arch_load_host = Signal()         # the host-state area (VM exit, VM-entry failure)
+        arch_load_next = Signal()         # the exit decider's next guest state (with decide())
+        m.d.sync += [arch_load_guest.eq(0), arch_load_host.eq(0), arch_load_next.eq(0)]
+
         def load_guest_state():
             """SDM vol. 3C §27.3.2: the guest-state area becomes the processor state."""
             st = self.arch_state
@@ -903,8 +922,10 @@ class VMCSUnit(wiring.Component):
                 m.d.sync += st.efer.eq(Cat(cpu.efer[0:8], host64, cpu.efer[9], host64, cpu.efer[11:64]))
 
         def entry_failure(reason, qualification, check):
-            """A VM-entry failure (SDM vol. 3C §27.8): host state, exit reason with bit 31, no launch."""
-            load_host_state()
+            """A VM-entry failure (SDM vol. 3C §27.8): host state, exit reason with bit 31, no launch.
+            The host state is loaded in the next cycle (Exit-Write-Reason); nothing reads it before
+            the response, two cycles later at the earliest."""
+            m.d.sync += arch_load_host.eq(1)
             m.d.sync += [
                 result.outcome.eq(Outcome.ENTRY_FAILED),
                 result.exit_reason.eq(ENTRY_FAILURE_BIT | reason.value),
@@ -983,11 +1004,18 @@ class VMCSUnit(wiring.Component):
                          self.bus.we.eq(walker.bus.we), self.bus.adr.eq(walker.bus.adr),
                          self.bus.dat_w.eq(walker.bus.dat_w), self.bus.sel.eq(walker.bus.sel)]
 
+        def enter_guest_decide(latency):
+            """Go to Guest-Decide, which decides after ``latency`` cycles."""
+            m.d.sync += settle.eq(latency)
+            if latency == 0:
+                m.d.sync += arch_load_next.eq(1)
+            m.next = "Guest-Decide"
+
         def decide():
             """Apply the exit decision for the current event: the guest state it leaves, then an exit
             or the no-exit result."""
             decision, after = decider.decision, decider.next_guest
-            m.d.sync += [getattr(st, name).eq(getattr(after, name)) for name in guest_registers]
+            # (The guest registers take ``after`` in this cycle too, strobed by ``arch_load_next``.)
             m.d.sync += [tpr.eq(after.tpr), result.value.eq(Mux(decision.value_valid, decision.value, 0))]
             with m.If(decision.exit):
                 take_exit(decision.reason, decision)
@@ -1077,7 +1105,7 @@ class VMCSUnit(wiring.Component):
                 with m.Case(VMXOp.VMCLEAR):
                     with m.If(pointer_invalid):
                         vmfail(VMInstructionError.VMCLEAR_INVALID_ADDRESS)
-                    with m.Elif(pointer == vmxon_ptr):
+                    with m.Elif(pointer_is_vmxon):
                         vmfail(VMInstructionError.VMCLEAR_VMXON_POINTER)
                     with m.Else():
                         m.d.sync += xfer_base.eq(pointer[3:maxphy])
@@ -1095,7 +1123,7 @@ class VMCSUnit(wiring.Component):
                 with m.Case(VMXOp.VMPTRLD):
                     with m.If(pointer_invalid):
                         vmfail(VMInstructionError.VMPTRLD_INVALID_ADDRESS)
-                    with m.Elif(pointer == vmxon_ptr):
+                    with m.Elif(pointer_is_vmxon):
                         vmfail(VMInstructionError.VMPTRLD_VMXON_POINTER)
                     with m.Elif(hits.any()):
                         m.d.sync += [current_valid.eq(1), current_slot.eq(hit_slot),
@@ -1438,9 +1466,10 @@ class VMCSUnit(wiring.Component):
                 m.next = "Entry-Pick"
             with m.State("Entry-Pick"):
                 # The first failure of each group, registered (timing: picking it and acting on it
-                # do not fit one clock cycle).
+                # do not fit one clock cycle). With no failure, Entry-Act loads the guest state.
                 for (group, _), picks, picked in zip(entry_parts, part_picks, entry_picks):
                     m.d.sync += Cat(*picked).eq(Cat(*first_of(picks, name=group.name.lower())))
+                m.d.sync += arch_load_guest.eq(~Cat(failed for picks in part_picks for failed, _, _ in picks).any())
                 m.next = "Entry-Act"
             with m.State("Entry-Act"):
                 (ctl_failed, ctl_check, _), (host_failed, host_check, _), \
@@ -1453,8 +1482,7 @@ class VMCSUnit(wiring.Component):
                     vmfail(VMInstructionError.ENTRY_INVALID_HOST_STATE_FIELD)
                 with m.Elif(guest_failed):
                     entry_failure(ExitReason.ENTRY_FAIL_GUEST_STATE, guest_qualification, guest_check)
-                with m.Else():
-                    load_guest_state()
+                with m.Else():                    # the guest state loads now (arch_load_guest)
                     m.d.sync += msr_number.eq(1)
                     with m.If(msr_count != 0):
                         m.next = "Entry-MSR-Read-Index"
@@ -1571,6 +1599,7 @@ class VMCSUnit(wiring.Component):
                     with m.If(exit_store_count != 0):
                         m.next = "Exit-MSR-Store-Index"
                     with m.Else():
+                        m.d.sync += arch_load_host.eq(1)
                         m.next = "Exit-Load-Host"
             with m.State("Exit-MSR-Store-Index"):
                 bus_access(Cat(Const(0, 1), exit_store_entry))
@@ -1582,11 +1611,12 @@ class VMCSUnit(wiring.Component):
                 with m.If(self.bus.ack):
                     m.d.sync += msr_number.eq(msr_number + 1)
                     with m.If(msr_number == exit_store_count):
+                        m.d.sync += arch_load_host.eq(1)
                         m.next = "Exit-Load-Host"
                     with m.Else():
                         m.next = "Exit-MSR-Store-Index"
             with m.State("Exit-Load-Host"):
-                load_host_state()
+                # The host state loads now (arch_load_host, set on the way here).
                 m.d.sync += [non_root.eq(0), timer_expired.eq(0)]
                 if caps.misc >> 5 & 1:
                     # "IA-32e mode guest" := IA32_EFER.LMA of the guest (§28.3, IA32_VMX_MISC[5]).
@@ -1643,18 +1673,18 @@ class VMCSUnit(wiring.Component):
                     m.next = "Guest-Read-Bitmap"
                 with m.Else():
                     # The other inputs have been held PREPARE_LATENCY cycles; DECIDE_LATENCY more.
-                    m.d.sync += settle.eq(max(decide_latency - 1, 0))
-                    m.next = "Guest-Decide"
+                    enter_guest_decide(max(decide_latency - 1, 0))
             with m.State("Guest-Read-Bitmap"):
                 bus_access(decider.bitmap_addr[bitmap_index][3:maxphy])
                 with m.If(self.bus.ack):
                     m.d.sync += [bitmap_words[bitmap_index].eq(self.bus.dat_r), bitmap_index.eq(1)]
                     with m.If(bitmap_index + 1 == decider.bitmap_reads):
-                        m.d.sync += settle.eq(decide_latency)
-                        m.next = "Guest-Decide"
+                        enter_guest_decide(decide_latency)
             with m.State("Guest-Decide"):
                 with m.If(settle != 0):
                     m.d.sync += settle.eq(settle - 1)
+                    with m.If(settle == 1):
+                        m.d.sync += arch_load_next.eq(1)
                 with m.Else():
                     decide()
 
@@ -1698,9 +1728,8 @@ class VMCSUnit(wiring.Component):
                                 result.event.eq(Cat(Const(14, 8), Const(InterruptionType.HARDWARE_EXCEPTION.value, 3),
                                                     Const(1, 1), Const(0, 19), Const(1, 1))),
                                 result.event_error.eq(walk.error_code),
-                                settle.eq(prepare_latency + decide_latency),
                             ]
-                            m.next = "Guest-Decide"
+                            enter_guest_decide(prepare_latency + decide_latency)
 
             # -- INVEPT / INVVPID: flush the walker's translation caches (SDM vol. 3C §28.3.3.3) ------
             with m.State("Invalidate"):
@@ -1712,6 +1741,15 @@ class VMCSUnit(wiring.Component):
                 m.d.comb += self.resp.valid.eq(1)
                 with m.If(self.resp.ready):
                     m.next = "Idle"
+
+        # The state-area loads strobed above (after the sequencer: they are never in the same cycle as
+        # its own writes to the architectural state, MSR loads and the injection's).
+        with m.If(arch_load_guest):
+            load_guest_state()
+        with m.If(arch_load_host):
+            load_host_state()
+        with m.If(arch_load_next):
+            m.d.sync += [getattr(st, name).eq(getattr(decider.next_guest, name)) for name in guest_registers]
 
         # Internal signals a waveform viewer wants (available once the design is elaborated).
         self.debug_signals = {

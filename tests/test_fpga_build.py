@@ -208,8 +208,8 @@ def test_build_spread_argument():
     ({"board": "ulx3s-85f", "spread": 2.0, "place_only": True}, "cannot be combined with place_only"),
     ({"board": "ulx3s-85f", "spread": 0.5}, "at least 1"),
     ({"board": "icebreaker", "global_enables": 1}, "global enables are for the ECP5 boards"),
-    ({"board": "ulx3s-85f", "global_enables": 5}, "must be 0 to 4"),
-    ({"board": "ulx3s-85f", "global_enables": -1}, "must be 0 to 4"),
+    ({"board": "ulx3s-85f", "global_enables": 8}, "must be 0 to 7"),
+    ({"board": "ulx3s-85f", "global_enables": -1}, "must be 0 to 7"),
 ])
 def test_spread_arguments_are_checked_before_building(kwargs, message, tmp_path):
     from hwvirt.fpga.build import build

@@ -101,8 +101,8 @@ def test_late_enables_go_first():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"limit": -1}, "limit must be 0 to 4"),
-    ({"limit": 5}, "limit must be 0 to 4"),
+    ({"limit": -1}, "limit must be 0 to 7"),
+    ({"limit": 8}, "limit must be 0 to 7"),
     ({"min_fanout": 0}, "min_fanout must be at least 1"),
 ])
 def test_bad_arguments(kwargs, message):
@@ -127,4 +127,4 @@ def test_cli(tmp_path, capsys):
     assert "$global$en_wide" in _cells(json.loads(output.read_text()))
     with pytest.raises(SystemExit):
         main([str(source), str(output), "--limit", "-1"])
-    assert "limit must be 0 to 4" in capsys.readouterr().err
+    assert "limit must be 0 to 7" in capsys.readouterr().err
