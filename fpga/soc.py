@@ -220,11 +220,14 @@ class SysRegs(wiring.Component):
 class SharedRAM(wiring.Component):
     """RAM, 64 bits wide, shared by the core (32-bit port) and the unit (64-bit Wishbone target).
 
-    One access a cycle: a request of the core granted in cycle *t* is answered (``ready``) in *t* + 1,
-    one of the unit (``ack``) in *t* + 2, its read data registered on the way (timing: the block
-    RAM's 5.6 ns clock-to-out and the unit's logic behind ``dat_r`` do not fit one cycle); the other
-    master may be granted from *t* + 1. When both request, the one not served last wins (round
-    robin), so neither starves. Wishbone addresses beyond the RAM read 0 and drop writes.
+    One access a cycle: a request of the core granted in cycle *t* is answered (``ready``) in *t* + 1;
+    the other master may be granted from *t* + 1. The unit's request is registered before it competes
+    for the RAM, and its read data on the way back (timing: the unit's logic that drives its bus and
+    the route to the block RAM do not fit one cycle, nor the block RAM's 5.6 ns clock-to-out and the
+    unit's logic behind ``dat_r``): a Wishbone request first seen in cycle *t* is granted from *t* + 1
+    and answered (``ack``) two cycles after its grant, in *t* + 3 at the earliest. When both request,
+    the one not served last wins (round robin), so neither starves. Wishbone addresses beyond the RAM
+    read 0 and drop writes.
 
     Parameters
     ----------
@@ -259,20 +262,27 @@ class SharedRAM(wiring.Component):
         cpu, wb = self.cpu, self.wb
 
         cpu_acked = Signal()
+        wb_captured = Signal()                # the unit's request is registered, not yet granted
         wb_granted = Signal()                 # the unit's access is in flight (granted last cycle)
         wb_acked = Signal()
         last_wb = Signal()
-        wb_beyond = wb.adr[index_bits:] != 0
+        adr = Signal.like(wb.adr)
+        dat_w = Signal.like(wb.dat_w)
+        sel = Signal.like(wb.sel)
+        we = Signal()
+        with m.If(wb.cyc & wb.stb & ~wb_captured & ~wb_granted & ~wb_acked):
+            m.d.sync += [wb_captured.eq(1), adr.eq(wb.adr), dat_w.eq(wb.dat_w), sel.eq(wb.sel), we.eq(wb.we)]
+        wb_beyond = adr[index_bits:] != 0
         cpu_req = cpu.valid & ~cpu_acked
-        wb_req = wb.cyc & wb.stb & ~wb_granted & ~wb_acked
-        grant_wb = wb_req & (~cpu_req | ~last_wb)
+        grant_wb = wb_captured & (~cpu_req | ~last_wb)
         grant_cpu = cpu_req & ~grant_wb
         upper = cpu.addr[2]
 
         with m.If(grant_wb):
+            m.d.sync += wb_captured.eq(0)
             m.d.comb += [
-                rd.addr.eq(wb.adr[0:index_bits]), wr.addr.eq(wb.adr[0:index_bits]),
-                wr.data.eq(wb.dat_w), wr.en.eq(Mux(wb.we & ~wb_beyond, wb.sel, 0)),
+                rd.addr.eq(adr[0:index_bits]), wr.addr.eq(adr[0:index_bits]),
+                wr.data.eq(dat_w), wr.en.eq(Mux(we & ~wb_beyond, sel, 0)),
             ]
         with m.Else():
             m.d.comb += [

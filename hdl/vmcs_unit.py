@@ -850,7 +850,11 @@ class VMCSUnit(wiring.Component):
 
         # The writes of a whole state area into the architectural state are strobed by registers set
         # the cycle before (timing: the ~2000 flip-flops' input muxes select on a register, not on the
-        # sequencer's state and the decisions it acts on). Each strobe is one cycle long.
+        # sequencer's state and the decisions it acts on). Each strobe is one cycle long. An MSR-load
+        # list entry's write is registered too (target and value) and lands a cycle after the entry.
+        msr_write = Signal(len(GUEST_MSRS))
+        msr_write_value = Signal(64)
+        m.d.sync += msr_write.eq(0)
         arch_load_guest = Signal()        # the guest-state area (VM entry; with Entry-Act)
         arch_load_host = Signal()         # the host-state area (VM exit, VM-entry failure)
         arch_load_next = Signal()         # the exit decider's next guest state (with decide())
@@ -1072,14 +1076,9 @@ class VMCSUnit(wiring.Component):
             m.next = "Entry-Gather"
 
         def load_msr(index, value):
-            """An MSR-load-list entry that reaches the architectural state (SDM vol. 3C §27.4)."""
-            st = self.arch_state
-            with m.Switch(index):
-                for msr, target in ((0xC000_0080, st.efer), (0x277, st.pat), (0x1D9, st.debugctl),
-                                    (0x174, st.sysenter_cs), (0x175, st.sysenter_esp),
-                                    (0x176, st.sysenter_eip)):
-                    with m.Case(msr):
-                        m.d.sync += target.eq(value)
+            """An MSR-load-list entry that reaches the architectural state (SDM vol. 3C §27.4), in
+            the next cycle (``msr_write``)."""
+            m.d.sync += [msr_write.eq(Cat(index == msr for msr in GUEST_MSRS)), msr_write_value.eq(value)]
 
         def after_link():
             with m.If(need_vtpr):
@@ -1738,8 +1737,9 @@ class VMCSUnit(wiring.Component):
                     respond(Outcome.SUCCEED)
 
             with m.State("Respond"):
-                m.d.comb += self.resp.valid.eq(1)
-                with m.If(self.resp.ready):
+                # (After the last MSR-load entry of an exit, once its write has landed.)
+                m.d.comb += self.resp.valid.eq(~msr_write.any())
+                with m.If(self.resp.valid & self.resp.ready):
                     m.next = "Idle"
 
         # The state-area loads strobed above (after the sequencer: they are never in the same cycle as
@@ -1750,6 +1750,9 @@ class VMCSUnit(wiring.Component):
             load_host_state()
         with m.If(arch_load_next):
             m.d.sync += [getattr(st, name).eq(getattr(decider.next_guest, name)) for name in guest_registers]
+        for bit, (_, name) in enumerate(GUEST_MSRS.items()):
+            with m.If(msr_write[bit]):
+                m.d.sync += getattr(st, name).eq(msr_write_value)
 
         # Internal signals a waveform viewer wants (available once the design is elaborated).
         self.debug_signals = {

@@ -227,7 +227,8 @@ def test_register_access_takes_four_cycles():
 
 def test_shared_ram_serves_both_masters():
     """Core and unit hammer the RAM at once: each gets every access, round robin. Alone, the core's
-    access is answered a cycle after its request, the unit's two cycles after (registered data)."""
+    access is answered a cycle after its request, the unit's three cycles after (registered request
+    and data)."""
     ram = SharedRAM(size=1024, init=[0x1111_0000_0000_0000 | i for i in range(128)], addr_width=36)
 
     async def ticks_until(ctx, answer):
@@ -247,7 +248,7 @@ def test_shared_ram_serves_both_masters():
         ctx.set(wb.cyc, 1)
         ctx.set(wb.stb, 1)
         ctx.set(wb.adr, 9)
-        assert await ticks_until(ctx, wb.ack) == 2 and ctx.get(wb.dat_r) == 0x1111_0000_0000_0009
+        assert await ticks_until(ctx, wb.ack) == 3 and ctx.get(wb.dat_r) == 0x1111_0000_0000_0009
         ctx.set(wb.cyc, 0)
         ctx.set(wb.stb, 0)
         await ctx.tick()
