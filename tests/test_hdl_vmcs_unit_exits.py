@@ -12,10 +12,11 @@ from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from hwvirt.hdl.capabilities import VMXCapabilities
+from hwvirt.hdl.exit_logic import GuestEvent
 from hwvirt.hdl.vmcs_fields import BY_NAME
 from hwvirt.hdl.vmcs_unit import Outcome, VMCSUnit, VMXOp
 from hwvirt.sim import guest_events
-from hwvirt.sim.driver import PhysicalMemory, UnitDriver
+from hwvirt.sim.driver import PhysicalMemory, UnitDriver, pack
 from hwvirt.sim.fresh_stack import run_simulation
 from hwvirt.sim.runner import AmaranthIO
 
@@ -272,8 +273,23 @@ def test_exit_msr_lists():
 
     async def body(driver, unit, ctx):
         await launch(driver, fields)
-        await driver.guest_event(event("wrmsr", msr=0x1D9, value=0x3))     # no MSR bitmaps: exits
+        # No MSR bitmaps: the WRMSR exits. The state is read in the cycle the exit's result is first
+        # valid: the MSR-load list's last write has landed by then.
+        io = driver.io
+        io.set("guest__payload", pack(GuestEvent, event("wrmsr", msr=0x1D9, value=0x3)))
+        io.set("guest__valid", 1)
+        for _ in range(10_000):
+            if io.get("guest__ready"):
+                break
+            driver._serve_bus()
+            await driver._tick()
+        await driver._tick()
+        io.set("guest__valid", 0)
+        while not io.get("resp__valid"):
+            driver._serve_bus()
+            await driver._tick()
         state = ctx.get(unit.arch_state)
+        await driver._tick()
         return driver.memory.read(EXIT_STORE, 32), state.sysenter_eip
 
     stored, eip = run(body, memory)
