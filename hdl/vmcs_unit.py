@@ -1742,8 +1742,9 @@ class VMCSUnit(wiring.Component):
                 with m.If(self.resp.valid & self.resp.ready):
                     m.next = "Idle"
 
-        # The state-area loads strobed above (after the sequencer: they are never in the same cycle as
-        # its own writes to the architectural state, MSR loads and the injection's).
+        # The state-area loads and MSR-load writes strobed above. No two of them, and none of them and
+        # the sequencer's own write (Entry-Complete's injection: interruptibility, activity), write the
+        # same register in one cycle: the MSR writes come at least two cycles after the area loads.
         with m.If(arch_load_guest):
             load_guest_state()
         with m.If(arch_load_host):
