@@ -561,13 +561,14 @@ class VMCSUnit(wiring.Component):
         hit_slot = Signal(range(n_slots))
         with m.If(self.cmd.valid & self.cmd.ready):
             accepted = self.cmd.payload.operand[0:64]
+            matches = [slot_valid[i] & (slot_tag[i] == accepted[12:maxphy]) for i in range(n_slots)]
             m.d.sync += [
                 pointer_invalid.eq(accepted[0:12].any() | accepted[maxphy:64].any()),
                 pointer_is_vmxon.eq(accepted == vmxon_ptr),
-                hits.eq(Cat(slot_valid[i] & (slot_tag[i] == accepted[12:maxphy]) for i in range(n_slots))),
+                hits.eq(Cat(matches)),
             ]
             for i in reversed(range(n_slots)):
-                with m.If(slot_valid[i] & (slot_tag[i] == accepted[12:maxphy])):
+                with m.If(matches[i]):
                     m.d.sync += hit_slot.eq(i)
 
         free_any = Signal()
