@@ -176,7 +176,7 @@ class AmaranthIO(PortIO):
         self._ports = {}
         for name in ("cmd__valid", "cmd__ready", "cmd__payload", "guest__valid", "guest__ready", "guest__payload",
                      "resp__valid", "resp__ready",
-                     "resp__payload", "entry_failures", "cpu", "bus__cyc", "bus__stb", "bus__we", "bus__adr",
+                     "resp__payload", "entry_failures", "arch_state", "cpu", "bus__cyc", "bus__stb", "bus__we", "bus__adr",
                      "bus__dat_w", "bus__sel", "bus__dat_r", "bus__ack"):
             obj = unit
             for part in name.split("__"):

@@ -8,6 +8,7 @@ instruction, VMRESUME), and compares every step and the guest state the VMCS hol
 
 import random
 
+from amaranth.lib import data
 from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -273,23 +274,11 @@ def test_exit_msr_lists():
 
     async def body(driver, unit, ctx):
         await launch(driver, fields)
-        # No MSR bitmaps: the WRMSR exits. The state is read in the cycle the exit's result is first
-        # valid: the MSR-load list's last write has landed by then.
-        io = driver.io
-        io.set("guest__payload", pack(GuestEvent, event("wrmsr", msr=0x1D9, value=0x3)))
-        io.set("guest__valid", 1)
-        for _ in range(10_000):
-            if io.get("guest__ready"):
-                break
-            driver._serve_bus()
-            await driver._tick()
-        await driver._tick()
-        io.set("guest__valid", 0)
-        while not io.get("resp__valid"):
-            driver._serve_bus()
-            await driver._tick()
-        state = ctx.get(unit.arch_state)
-        await driver._tick()
+        # No MSR bitmaps: the WRMSR exits. The state is sampled in the cycle the exit's result is
+        # first valid: the MSR-load list's last write has landed by then.
+        _, state, _ = await driver._handshake("guest", pack(GuestEvent, event("wrmsr", msr=0x1D9, value=0x3)),
+                                              what="WRMSR", limit=10_000, sample="arch_state")
+        state = data.Const(unit.arch_state.shape(), state)
         return driver.memory.read(EXIT_STORE, 32), state.sysenter_eip
 
     stored, eip = run(body, memory)
