@@ -46,6 +46,7 @@ from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
 from amaranth.lib import io, wiring
 
 from .globals import GLOBAL_LIMIT
+from .replicate import DEFAULT_MAX_FANOUT, replicate_drivers
 
 
 __all__ = ["BOARDS", "BLOCKS", "build", "UnitHarness", "SoCTop", "summarize_report"]
@@ -261,7 +262,8 @@ def _yosys_ff_count(build_dir, name):
 
 
 def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=None, build_dir=None,
-          ram_size=64 * 1024, router="router2", seed=1, spread="auto", global_enables=None):
+          ram_size=64 * 1024, router="router2", seed=1, spread="auto", global_enables=None,
+          max_fanout=DEFAULT_MAX_FANOUT):
     """Build one bitstream (or, with ``place_only``, place only); return the summary dict.
 
     ``block`` names one of :data:`BLOCKS` to build alone in the test wrapper (``unit_only`` is
@@ -279,6 +281,10 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
     buffers (:func:`hwvirt.fpga.globals.promote_enables`), inserted into the pinned netlist on a
     spread build (:func:`_place_spread_route`) and between synthesis and placement otherwise;
     ``None`` is :data:`~hwvirt.fpga.globals.GLOBAL_LIMIT` on ECP5 and 0 elsewhere.
+
+    ``max_fanout`` (spread builds only): after the global buffers, every net a flip-flop or LUT
+    drives reaches at most this many loads; the driver is copied per group of nearby loads
+    (:func:`hwvirt.fpga.replicate.replicate_drivers`). ``None`` leaves the nets as synthesised.
     """
     from hwvirt.sim.toolchain import build_root
 
@@ -301,6 +307,8 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
     if global_enables and board not in ECP5_BOARDS:
         raise ValueError(f"global enables are for the ECP5 boards ({', '.join(ECP5_BOARDS)}), "
                          f"not {board!r} (nextpnr-ice40 promotes enables itself)")
+    if max_fanout is not None and max_fanout < 1:
+        raise ValueError(f"max_fanout must be at least 1 (or None), not {max_fanout!r}")
     if not 0 <= global_enables <= GLOBAL_LIMIT:
         raise ValueError(f"global enables must be 0 to {GLOBAL_LIMIT} (the global-buffer sites "
                          f"of hwvirt.fpga.globals.SITES), not {global_enables!r}")
@@ -327,7 +335,7 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
         raise ValueError(f"unknown router {router!r}; choose from {', '.join(ROUTERS)}")
     nextpnr_opts = f"--report report.json --seed {int(seed)} --router {router} --timing-allow-fail"
     script = f"build_{name}.sh"
-    promotions = []
+    promotions, replications = [], []
     if board in ECP5_BOARDS:
         # ECP5: synthesis; the latest, widest enables onto global buffers (after spreading, if the
         # placement is spread); placement; routing.
@@ -340,7 +348,8 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
         plan.extract(str(build_dir))
         _run_script(build_dir, script, stop_at=_NEXTPNR)
         if spread is not None:
-            spread, promotions = _place_spread_route(build_dir, name, spread, global_enables)
+            spread, promotions, replications = _place_spread_route(build_dir, name, spread, global_enables,
+                                                                   max_fanout)
         else:
             synthesized = build_dir / f"{name}.json"
             promoted, promotions = _promote_enables(json.loads(synthesized.read_text()), global_enables)
@@ -365,6 +374,7 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
     summary["placed_only"] = place_only
     summary["spread"] = spread
     summary["global_enables"] = [promotion._asdict() for promotion in promotions]
+    summary["replicated"] = [replication._asdict() for replication in replications]
     summary["bitstream"] = None if place_only else str(next(
         p for p in build_dir.iterdir() if p.name.startswith(name) and p.suffix in (".bit", ".bin")))
     summary["oscillator_mhz"] = osc_hz / 1e6
@@ -406,13 +416,15 @@ def default_spread(board, block, place_only):
     return None
 
 
-def _place_spread_route(build_dir, name, factor, global_enables):
+def _place_spread_route(build_dir, name, factor, global_enables, max_fanout):
     """Run the build script's placement (synthesis has run), spread the placement
     (:func:`~hwvirt.fpga.spread.spread_placement`), pin the logic cells of the synthesized netlist
     there (:func:`~hwvirt.fpga.spread.pin_cells`), put ``global_enables`` enables of the pinned
-    netlist on global buffers (:func:`_promote_enables`), then run the script's nextpnr command again
-    on it (placing the unpinned cells and routing) and pack the bitstream. Returns the spread factor
-    used (``"fill"`` becomes a number) and the promotions.
+    netlist on global buffers (:func:`_promote_enables`), split its nets of more than ``max_fanout``
+    loads (:func:`hwvirt.fpga.replicate.replicate_drivers`, unless ``None``), then run the script's
+    nextpnr command again on it (placing the unpinned cells and routing) and pack the bitstream.
+    Returns the spread factor used (``"fill"`` becomes a number), the promotions and the
+    replications.
 
     The global buffers are added after the placement is pinned, not before it is made: their sites
     are at the die's edges (the top one at column 67), and a buffer placed with the logic pulls its
@@ -429,9 +441,14 @@ def _place_spread_route(build_dir, name, factor, global_enables):
         json.loads((build_dir / f"{name}.json").read_text()), factor=factor)
     print(summary, flush=True)
     pinned, promotions = _promote_enables(pinned, global_enables)
+    replications = []
+    if max_fanout is not None:
+        pinned, replications = replicate_drivers(pinned, max_fanout=max_fanout)
+        print(f"replicated {len(replications)} drivers: {sum(r.copies for r in replications)} copies "
+              f"(at most {max_fanout} loads a net)", flush=True)
     (build_dir / f"{name}_pinned.json").write_text(json.dumps(pinned))
     _run_route(build_dir, name, script)
-    return factor, promotions
+    return factor, promotions, replications
 
 
 def _run_route(build_dir, name, script):
@@ -530,6 +547,10 @@ def format_summary(s):
     if promoted:
         lines.append(f"  global buffers: {len(promoted)} enables, "
                      f"{sum(p['pins'] for p in promoted)} CE/LSR pins (hwvirt.fpga.globals)")
+    replicated = s.get("replicated") or []
+    if replicated:
+        lines.append(f"  replicated drivers: {len(replicated)} nets split, "
+                     f"{sum(r['copies'] for r in replicated)} copies (hwvirt.fpga.replicate)")
     cp = s.get("critical_path")
     if cp:
         total = sum(step["delay_ns"] or 0 for step in cp["steps"])
@@ -544,6 +565,20 @@ def format_summary(s):
                          f"{step['delay_ns']:.3f} ns  {step['to']}")
             wire = 0.0
     return "\n".join(lines)
+
+
+def _max_fanout(text):
+    """``--max-fanout``: a positive number of loads, or ``"none"``."""
+    import argparse
+    if text == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'not a number or "none": {text!r}') from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
+    return value
 
 
 def main(argv=None):
@@ -567,12 +602,17 @@ def main(argv=None):
                              f"then the widest) on global buffers (hwvirt.fpga.globals); 0 to "
                              f"{GLOBAL_LIMIT}, default "
                              f"{GLOBAL_LIMIT} on ECP5 and 0 on iCE40")
+    parser.add_argument("--max-fanout", type=_max_fanout, default=DEFAULT_MAX_FANOUT, metavar="N",
+                        help="spread builds: copy the driver of every net of more than N loads per "
+                             f"group of nearby loads (hwvirt.fpga.replicate); default "
+                             f"{DEFAULT_MAX_FANOUT}, \"none\" to leave the nets as synthesised")
     parser.add_argument("--build-dir")
     parser.add_argument("--json", help="also write the summary as JSON")
     args = parser.parse_args(argv)
     summary = build(args.board, unit_only=args.unit_only, block=args.block, place_only=args.place_only,
                     target_mhz=args.target_mhz, build_dir=args.build_dir, router=args.router,
-                    seed=args.seed, spread=args.spread, global_enables=args.global_enables)
+                    seed=args.seed, spread=args.spread, global_enables=args.global_enables,
+                    max_fanout=args.max_fanout)
     print(format_summary(summary))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))

@@ -651,37 +651,42 @@ class VMCSUnit(wiring.Component):
             cr4_vmxe.eq(cpu.cr4[13]),
         ]
 
-        # INVEPT / INVVPID operand checks (SDM vol. 3C §31.3, INVEPT and INVVPID)
+        # INVEPT / INVVPID operand checks (SDM vol. 3C §31.3, INVEPT and INVVPID), on the operands
+        # as the command is accepted.
         ept_vpid_cap = caps.ept_vpid_cap
         inv_type = reg_value
-        invept_type_ok = Signal()
-        with m.Switch(inv_type):
-            for kind in (1, 2):
-                if caps.invept_type_supported(kind):
-                    with m.Case(kind):
-                        m.d.comb += invept_type_ok.eq(1)
-        eptp = operand[0:64]
-        memtype = eptp[0:3]
-        walk = eptp[3:6]
-        eptp_ok = (
-            (((memtype == 0) & bool(ept_vpid_cap >> 8 & 1)) | ((memtype == 6) & bool(ept_vpid_cap >> 14 & 1)))
-            & ((walk == 3) & bool(ept_vpid_cap >> 6 & 1) | (walk == 4) & bool(ept_vpid_cap >> 7 & 1))
-            & (~eptp[6] | bool(ept_vpid_cap >> 21 & 1))
-            & (~eptp[7] | bool(ept_vpid_cap >> 23 & 1))
-            & ~eptp[8:12].any()
-            & ~eptp[maxphy:64].any()
-        )
-        invvpid_type_ok = Signal()
-        with m.Switch(inv_type):
-            for kind in range(4):
-                if caps.invvpid_type_supported(kind):
-                    with m.Case(kind):
-                        m.d.comb += invvpid_type_ok.eq(1)
-        vpid = operand[0:16]
-        linear = operand[64:128]
-        la57 = cpu.cr4[12]
-        canonical = Mux(la57, (linear[56:64] == 0) | (linear[56:64] == 0xFF),
-                        (linear[47:64] == 0) | (linear[47:64] == 0x1FFFF))
+
+        def invept_operand_bad(kind, descriptor):
+            """The INVEPT type is not supported, or a single-context INVEPT's EPTP is not valid."""
+            type_ok = Cat(kind == k for k in (1, 2) if caps.invept_type_supported(k)).any()
+            eptp = descriptor[0:64]
+            memtype, walk = eptp[0:3], eptp[3:6]
+            eptp_ok = (
+                (((memtype == 0) & bool(ept_vpid_cap >> 8 & 1)) | ((memtype == 6) & bool(ept_vpid_cap >> 14 & 1)))
+                & ((walk == 3) & bool(ept_vpid_cap >> 6 & 1) | (walk == 4) & bool(ept_vpid_cap >> 7 & 1))
+                & (~eptp[6] | bool(ept_vpid_cap >> 21 & 1))
+                & (~eptp[7] | bool(ept_vpid_cap >> 23 & 1))
+                & ~eptp[8:12].any()
+                & ~eptp[maxphy:64].any()
+            )
+            return ~type_ok | ((kind == 1) & ~eptp_ok)
+
+        def invvpid_operand_bad(kind, descriptor):
+            """The INVVPID type is not supported, descriptor bits 63:16 are set, the VPID is 0 for a
+            type other than all-context, or an individual-address INVVPID's address is not canonical."""
+            type_ok = Cat(kind == k for k in range(4) if caps.invvpid_type_supported(k)).any()
+            vpid, linear = descriptor[0:16], descriptor[64:128]
+            canonical = Mux(cpu.cr4[12], (linear[56:64] == 0) | (linear[56:64] == 0xFF),
+                            (linear[47:64] == 0) | (linear[47:64] == 0x1FFFF))
+            return (~type_ok | descriptor[16:64].any() | ((kind != 2) & (vpid == 0)) |
+                    ((kind == 0) & ~canonical))
+
+        invept_bad = Signal()
+        invvpid_bad = Signal()
+        with m.If(self.cmd.valid & self.cmd.ready):
+            accepted_type = Mux(long_mode, self.cmd.payload.reg, self.cmd.payload.reg[0:32])
+            m.d.sync += [invept_bad.eq(invept_operand_bad(accepted_type, self.cmd.payload.operand)),
+                         invvpid_bad.eq(invvpid_operand_bad(accepted_type, self.cmd.payload.operand))]
 
         # -- helpers that emit the statements ending a command -----------------------------------------
         def respond(outcome, *, error=0, fault=Fault.NONE, value=0):
@@ -713,6 +718,13 @@ class VMCSUnit(wiring.Component):
         exit_info = Signal(ExitDecision)       # what the VM exit in progress records
         save_row = Signal(range(max(2, store.rows)))
         save_rows = self.exit_save_rows
+        # One-hot over save_rows: the row Exit-Save writes this cycle, a register per row (it selects
+        # ~500 data bits; timing, like the gather's capture enables).
+        save_select = Signal(len(save_rows))
+
+        def start_save():
+            m.d.sync += [save_row.eq(save_rows[0]), save_select.eq(1)]
+            m.next = "Exit-Save"
 
         def take_exit(reason, info=None):
             """Start a VM exit (SDM vol. 3C §28.1): record ``info`` (an :class:`ExitDecision`, or only
@@ -724,9 +736,8 @@ class VMCSUnit(wiring.Component):
             else:
                 m.d.sync += exit_info.eq(info)
                 m.d.sync += result.qualification.eq(info.qualification)
-            m.d.sync += [result.outcome.eq(Outcome.EXIT), result.exit_reason.eq(reason),
-                         save_row.eq(save_rows[0])]
-            m.next = "Exit-Save"
+            m.d.sync += [result.outcome.eq(Outcome.EXIT), result.exit_reason.eq(reason)]
+            start_save()
 
         def vm_exit(reason):
             take_exit(reason.value)
@@ -749,18 +760,19 @@ class VMCSUnit(wiring.Component):
         gathered = {f.name: Signal(f.bits, name=f"entry_{f.name.lower()}") for f in self.entry_fields}
         gather_row = Signal(range(max(2, store.rows)))
         gather_last_row = self.entry_gather_cycles - 1
-        gather_capture = Signal()
-        gather_capture_row = Signal.like(gather_row)
-        m.d.sync += [gather_capture.eq(store.g_en), gather_capture_row.eq(gather_row)]
-        with m.If(gather_capture):
-            with m.Switch(gather_capture_row):
-                for row in range(self.entry_gather_cycles):
-                    with m.Case(row):
-                        for bank in range(self.banks):
-                            index = row * self.banks + bank
-                            if index < len(self.entry_fields):
-                                target = gathered[self.entry_fields[index].name]
-                                m.d.sync += target.eq(store.g_data[bank][:len(target)])
+        # Each row's registers take the store's data the cycle after the row is read, enabled by a
+        # register of their own (decoded the cycle before): a row is ~500 flip-flops, too many for
+        # one decoded enable (timing; the FPGA build copies such a register per group of its loads,
+        # hwvirt.fpga.replicate).
+        for row in range(self.entry_gather_cycles):
+            capture = Signal(name=f"gather_capture_row{row}")
+            m.d.sync += capture.eq(store.g_en & (gather_row == row))
+            with m.If(capture):
+                for bank in range(self.banks):
+                    index = row * self.banks + bank
+                    if index < len(self.entry_fields):
+                        target = gathered[self.entry_fields[index].name]
+                        m.d.sync += target.eq(store.g_data[bank][:len(target)])
 
         def field(name):
             return gathered[name] if name in gathered else Const(0, BY_NAME[name].bits)
@@ -774,6 +786,10 @@ class VMCSUnit(wiring.Component):
                                        field("VM_ENTRY_CONTROLS"))
         proc2 = Mux(proc[31], field("SECONDARY_VM_EXEC_CONTROL"), 0)
         ept_on = proc2[1]
+        # The same, registered for the guest's events (the controls do not change after the gather;
+        # timing: Guest-Prepare's branches reach the result register).
+        ept_on_guest = Signal()
+        m.d.sync += ept_on_guest.eq(ept_on)
         ia32e_guest = entry_ctls[9]
         host64 = exit_ctls[9]
         guest_cr0, guest_cr4 = field("GUEST_CR0"), field("GUEST_CR4")
@@ -1180,20 +1196,8 @@ class VMCSUnit(wiring.Component):
                         with m.Else():
                             start_entry()
 
-                with m.Case(VMXOp.INVEPT):
-                    with m.If(~invept_type_ok):
-                        vmfail(VMInstructionError.INVALID_INVEPT_INVVPID_OPERAND)
-                    with m.Elif((inv_type == 1) & ~eptp_ok):
-                        vmfail(VMInstructionError.INVALID_INVEPT_INVVPID_OPERAND)
-                    with m.Else():
-                        m.next = "Invalidate"
-
-                with m.Case(VMXOp.INVVPID):
-                    with m.If(~invvpid_type_ok | operand[16:64].any()):
-                        vmfail(VMInstructionError.INVALID_INVEPT_INVVPID_OPERAND)
-                    with m.Elif((inv_type != 2) & (vpid == 0)):
-                        vmfail(VMInstructionError.INVALID_INVEPT_INVVPID_OPERAND)
-                    with m.Elif((inv_type == 0) & ~canonical):
+                with m.Case(VMXOp.INVEPT, VMXOp.INVVPID):
+                    with m.If(Mux(op == VMXOp.INVEPT, invept_bad, invvpid_bad)):
                         vmfail(VMInstructionError.INVALID_INVEPT_INVVPID_OPERAND)
                     with m.Else():
                         m.next = "Invalidate"
@@ -1582,18 +1586,9 @@ class VMCSUnit(wiring.Component):
             # -- a VM exit (SDM vol. 3C §28.3–28.6): save guest state and exit information a row of
             # the store per cycle, store MSRs, load host state, load MSRs ------------------------------
             with m.State("Exit-Save"):
+                # (The row's data and enables: ``save_select``, after the sequencer.)
                 m.d.comb += [staged.s_slot.eq(current_slot), staged.s_row.eq(save_row)]
-                with m.Switch(save_row):
-                    for row in save_rows:
-                        with m.Case(row):
-                            for bank in range(self.banks):
-                                index = row * self.banks + bank
-                                if index >= n_fields or self.fields[index].name not in saved_fields:
-                                    continue
-                                value, condition = saved_fields[self.fields[index].name]
-                                m.d.comb += [staged.s_data[bank].eq(value[:self.fields[index].bits]),
-                                             staged.s_en[bank].eq(condition)]
-                m.d.sync += save_row.eq(save_row + 1)
+                m.d.sync += [save_row.eq(save_row + 1), save_select.eq(save_select << 1)]
                 with m.If(save_row == save_rows[-1]):
                     m.d.sync += [slot_dirty[current_slot].eq(1), msr_number.eq(1)]
                     with m.If(exit_store_count != 0):
@@ -1662,7 +1657,7 @@ class VMCSUnit(wiring.Component):
                     m.d.sync += settle.eq(settle - 1)
                 with m.Elif(decider.boundary_exit):
                     take_exit(decider.boundary_reason)
-                with m.Elif((event.kind == GuestEventKind.MEMORY) & ept_on):
+                with m.Elif((event.kind == GuestEventKind.MEMORY) & ept_on_guest):
                     m.next = "Guest-Walk-Request"
                 with m.Elif(event.kind == GuestEventKind.MEMORY):
                     # Without EPT a guest-physical address is the host-physical address.
@@ -1713,9 +1708,8 @@ class VMCSUnit(wiring.Component):
                                 exit_info.guest_linear.eq(Mux(violation & walk.qualification[7], walk.linear, 0)),
                                 result.outcome.eq(Outcome.EXIT), result.exit_reason.eq(reason),
                                 result.qualification.eq(Mux(violation, walk.qualification, 0)),
-                                save_row.eq(save_rows[0]),
                             ]
-                            m.next = "Exit-Save"
+                            start_save()
                         with m.Default():
                             # A fault in the guest's own paging is a #PF in the guest: it goes
                             # through the exception bitmap like any other exception (§26.2).
@@ -1755,6 +1749,18 @@ class VMCSUnit(wiring.Component):
         for bit, (_, name) in enumerate(GUEST_MSRS.items()):
             with m.If(msr_write[bit]):
                 m.d.sync += getattr(st, name).eq(msr_write_value)
+
+        # Exit-Save's row: each bank's field of the row ``save_select`` picks (zero when none).
+        for bank in range(self.banks):
+            bank_data, bank_enable = Const(0, 64), Const(0, 1)
+            for select, row in zip(save_select, save_rows):
+                index = row * self.banks + bank
+                if index >= n_fields or self.fields[index].name not in saved_fields:
+                    continue
+                value, condition = saved_fields[self.fields[index].name]
+                bank_data = bank_data | Mux(select, value[:self.fields[index].bits], 0)
+                bank_enable = bank_enable | (select & condition)
+            m.d.comb += [staged.s_data[bank].eq(bank_data), staged.s_en[bank].eq(bank_enable)]
 
         # Internal signals a waveform viewer wants (available once the design is elaborated).
         self.debug_signals = {

@@ -140,6 +140,7 @@ def test_unit_alone_ulx3s_85f(tmp_path):
     assert summary["fmax_mhz"], "nextpnr reported no fmax"
     assert summary["timing"] != "fails", "too slow even for the board oscillator"
     assert summary["global_enables"], "no enable went onto a global buffer"
+    assert summary["replicated"], "no high-fanout net was split"
 
 
 # Between the two builds in this file, so that pytest-xdist gives them to different workers (in
@@ -193,6 +194,15 @@ def test_default_spread(board, block, place_only, expected):
     assert default_spread(board, block, place_only) == expected
 
 
+def test_max_fanout_argument():
+    import argparse
+    from hwvirt.fpga.build import _max_fanout
+    assert _max_fanout("none") is None and _max_fanout("32") == 32
+    for bad in ("0", "-3", "many"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _max_fanout(bad)
+
+
 def test_build_spread_argument():
     import argparse
     from hwvirt.fpga.build import build_spread
@@ -210,6 +220,7 @@ def test_build_spread_argument():
     ({"board": "icebreaker", "global_enables": 1}, "global enables are for the ECP5 boards"),
     ({"board": "ulx3s-85f", "global_enables": 8}, "must be 0 to 7"),
     ({"board": "ulx3s-85f", "global_enables": -1}, "must be 0 to 7"),
+    ({"board": "ulx3s-85f", "max_fanout": 0}, "max_fanout must be at least 1"),
 ])
 def test_spread_arguments_are_checked_before_building(kwargs, message, tmp_path):
     from hwvirt.fpga.build import build
@@ -253,6 +264,10 @@ def test_summary_reports_the_clock_path_with_its_routing():
     summary["global_enables"] = [{"net": "a", "buffer": "$global$a", "pins": 700},
                                  {"net": "b", "buffer": "$global$b", "pins": 300}]
     assert "  global buffers: 2 enables, 1000 CE/LSR pins (hwvirt.fpga.globals)" in format_summary(summary)
+    assert "replicated" not in format_summary(summary)
+    summary["replicated"] = [{"net": "a", "driver": "a_FF", "loads": 900, "copies": 18},
+                             {"net": "b", "driver": "b_LUT", "loads": 60, "copies": 1}]
+    assert "  replicated drivers: 2 nets split, 19 copies (hwvirt.fpga.replicate)" in format_summary(summary)
 
 
 def test_run_script_runs_the_commands_between_two_tools(tmp_path):
