@@ -263,7 +263,7 @@ def _yosys_ff_count(build_dir, name):
 
 def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=None, build_dir=None,
           ram_size=64 * 1024, router="router2", seed=1, spread="auto", global_enables=None,
-          max_fanout=DEFAULT_MAX_FANOUT):
+          max_fanout=None):
     """Build one bitstream (or, with ``place_only``, place only); return the summary dict.
 
     ``block`` names one of :data:`BLOCKS` to build alone in the test wrapper (``unit_only`` is
@@ -282,9 +282,10 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
     spread build (:func:`_place_spread_route`) and between synthesis and placement otherwise;
     ``None`` is :data:`~hwvirt.fpga.globals.GLOBAL_LIMIT` on ECP5 and 0 elsewhere.
 
-    ``max_fanout`` (spread builds only): after the global buffers, every net a flip-flop or LUT
-    drives reaches at most this many loads; the driver is copied per group of nearby loads
-    (:func:`hwvirt.fpga.replicate.replicate_drivers`). ``None`` leaves the nets as synthesised.
+    ``max_fanout`` (spread builds only): after the global buffers, a flip-flop that drives more than
+    this many loads is copied per group of nearby loads
+    (:func:`hwvirt.fpga.replicate.replicate_drivers`). ``None`` (the default) leaves the netlist as
+    synthesised: on the unit's seed-1 placement the copies made it slower (``fpga/README.md``).
     """
     from hwvirt.sim.toolchain import build_root
 
@@ -602,10 +603,10 @@ def main(argv=None):
                              f"then the widest) on global buffers (hwvirt.fpga.globals); 0 to "
                              f"{GLOBAL_LIMIT}, default "
                              f"{GLOBAL_LIMIT} on ECP5 and 0 on iCE40")
-    parser.add_argument("--max-fanout", type=_max_fanout, default=DEFAULT_MAX_FANOUT, metavar="N",
-                        help="spread builds: copy the driver of every net of more than N loads per "
-                             f"group of nearby loads (hwvirt.fpga.replicate); default "
-                             f"{DEFAULT_MAX_FANOUT}, \"none\" to leave the nets as synthesised")
+    parser.add_argument("--max-fanout", type=_max_fanout, default=None, metavar="N",
+                        help="spread builds: copy a flip-flop with more than N loads per group of "
+                             f"nearby loads (hwvirt.fpga.replicate; {DEFAULT_MAX_FANOUT} is the "
+                             "module's default); default none")
     parser.add_argument("--build-dir")
     parser.add_argument("--json", help="also write the summary as JSON")
     args = parser.parse_args(argv)

@@ -28,11 +28,18 @@ or through one LUT: a copy sits among its loads, far from where its D is compute
 gain the distance the split takes off the output (measured: the unit's host-state strobe, D behind
 six LUTs, had copies whose D arrived over a 16.2 ns route; 40.3 MHz instead of 42.8 MHz on the same
 placement). Nets that leave the top module (ports) or reach clock pins are not split.
-LUT outputs are not: with copies of the LUTs that drive the unit's high-fanout enables, nextpnr
-0.11's router2 stopped on an arc of a net the pass had not touched ("Failed to route arc 0.0 of
-net ..._DI ... to DI1_SLICE"), wherever the copies were pinned. The build runs this on the pinned
-netlist after the global buffers are inserted (:mod:`.globals` has moved the widest enables'
-CE/LSR pins off their nets by then).
+LUT outputs are not: a first version copied LUTs too, and its builds stopped in router2 ("Failed
+to route arc 0.0 of net ..._DI ... to DI1_SLICE") — which turned out to be the LUT/flip-flop
+pairing that :func:`hwvirt.fpga.spread.unpin_shared_d` now takes care of, not the copies; LUT
+copies were not tried again.
+
+The build runs this with ``--max-fanout N`` on the pinned netlist, after the global buffers are
+inserted (:mod:`.globals` has moved the widest enables' CE/LSR pins off their nets by then). It is
+off by default: on the unit's seed-1 placement (f43d0bf's HDL) it made 86 copies of 25 registers and
+the routed clock fell from 45.2 to 36.4 MHz. Most loads of those registers are LUT inputs (data-mux
+selects), so a copy sits among LUTs whose outputs go on elsewhere, and the path through them grew
+(a copy of ``arch_load_next`` → 10.7 ns → a CE decode → 8.5 ns); the SoC's path did not involve
+them (43.2 → 44.2 MHz).
 
 Usage::
 

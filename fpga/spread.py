@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from .wirelength import _top_module
 
-__all__ = ["SpreadError", "SpreadReport", "parse_slice_bel", "spread_placement", "pin_cells",
+__all__ = ["SpreadError", "SpreadReport", "parse_slice_bel", "spread_placement", "pin_cells", "unpin_shared_d",
            "spread_and_pin", "widest_spread", "spread_factor"]
 
 _SLICE_BEL = re.compile(r"^X(\d+)/Y(\d+)/(SLICE[A-D]\..+)$")
@@ -207,7 +207,10 @@ def pin_cells(synthesized, placed):
     """Copy the placement of ``placed`` (nextpnr JSON) onto ``synthesized`` (Yosys's JSON, which
     nextpnr reads) as ``BEL`` attributes: every logic LUT (a ``LUT4`` placed as a ``TRELLIS_COMB`` in
     ``LOGIC`` mode), every flip-flop and every block RAM, matched by cell name. Carry, LUT-RAM and
-    other cells are not pinned. Returns ``(netlist, pinned count)``; the input is not changed."""
+    other cells are not pinned. Returns ``(netlist, pinned count)``; the input is not changed.
+
+    Flip-flops whose D comes from a LUT shared with other flip-flops are left unpinned
+    (:func:`unpin_shared_d`)."""
     synthesized = json.loads(json.dumps(synthesized))
     cells = _top_module(synthesized)["cells"]
     pinned = 0
@@ -219,7 +222,38 @@ def pin_cells(synthesized, placed):
             continue
         target.setdefault("attributes", {})["BEL"] = cell["attributes"]["NEXTPNR_BEL"]
         pinned += 1
+    pinned -= unpin_shared_d(_top_module(synthesized))
     return synthesized, pinned
+
+
+def unpin_shared_d(module):
+    """Take the ``BEL`` off (in place) every LUT that drives the D of several flip-flops, and off
+    those flip-flops; return how many cells that unpins.
+
+    nextpnr's ECP5 packer pairs a flip-flop with the LUT that drives its D, and of several such
+    flip-flops it pairs the first it visits; that pair must share a slice, the others take D over
+    general routing. Which one it visits first depends on its internal cell order, which is not the
+    same on the pinned netlist as on the one it placed: a pinned pair that nextpnr did not make ends
+    in a route that cannot exist ("Failed to route arc ... from X119/Y13/F1_SLICE to
+    X119/Y11/DI3_SLICE", the SoC at f43d0bf, seed 1). Left unpinned, the LUT and its flip-flops
+    are placed by nextpnr around the pinned cells, with the pair it makes. (With the LUT pinned and
+    the flip-flops not, nextpnr 0.11 stops with a WebAssembly exception after placing the pinned
+    cells.)"""
+    cells = module["cells"]
+    users = {}
+    for name, cell in cells.items():
+        if cell["type"] == "TRELLIS_FF":
+            for bit in cell["connections"].get("DI", []):
+                users.setdefault(bit, []).append(name)
+    luts = {bit: name for name, cell in cells.items() if cell["type"] == "LUT4"
+            for bit in cell["connections"].get("Z", [])}
+    unpinned = 0
+    for bit, names in users.items():
+        if bit in luts and len(names) > 1:
+            for name in [luts[bit], *names]:
+                if cells[name].get("attributes", {}).pop("BEL", None) is not None:
+                    unpinned += 1
+    return unpinned
 
 
 def widest_spread(placed, *, first_column=FIRST_COLUMN, last_column=LAST_COLUMN, **kwargs):

@@ -761,12 +761,14 @@ class VMCSUnit(wiring.Component):
         gather_row = Signal(range(max(2, store.rows)))
         gather_last_row = self.entry_gather_cycles - 1
         # Each row's registers take the store's data the cycle after the row is read, enabled by a
-        # register of their own (decoded the cycle before): a row is ~500 flip-flops, too many for
-        # one decoded enable (timing; the FPGA build copies such a register per group of its loads,
-        # hwvirt.fpga.replicate).
+        # register of their own: a row is ~500 flip-flops, too many for one decoded enable (timing;
+        # the FPGA build copies such a register per group of its loads, hwvirt.fpga.replicate).
+        # ``gather_reading`` is one-hot over the rows, the row Entry-Gather reads this cycle (all
+        # zero outside Entry-Gather), so each enable is a plain copy of a register.
+        gather_reading = Signal(self.entry_gather_cycles)
         for row in range(self.entry_gather_cycles):
             capture = Signal(name=f"gather_capture_row{row}")
-            m.d.sync += capture.eq(store.g_en & (gather_row == row))
+            m.d.sync += capture.eq(gather_reading[row])
             with m.If(capture):
                 for bank in range(self.banks):
                     index = row * self.banks + bank
@@ -1087,8 +1089,8 @@ class VMCSUnit(wiring.Component):
                 m.next = "Respond"
 
         def start_entry():
-            m.d.sync += [gather_row.eq(0), link_revision.eq(0), vtpr.eq(0), pdpte_index.eq(0),
-                         self.entry_failures.eq(0)]
+            m.d.sync += [gather_row.eq(0), gather_reading.eq(1), link_revision.eq(0), vtpr.eq(0),
+                         pdpte_index.eq(0), self.entry_failures.eq(0)]
             m.d.sync += [memory_pdptes[i].eq(0) for i in range(4)]
             m.next = "Entry-Gather"
 
@@ -1425,7 +1427,7 @@ class VMCSUnit(wiring.Component):
             # -- VM entry: gather, fetch what the checks need from memory, check, load -------------
             with m.State("Entry-Gather"):
                 m.d.comb += [store.g_en.eq(1), store.g_slot.eq(current_slot), store.g_row.eq(gather_row)]
-                m.d.sync += gather_row.eq(gather_row + 1)
+                m.d.sync += [gather_row.eq(gather_row + 1), gather_reading.eq(gather_reading << 1)]
                 with m.If(gather_row == gather_last_row):
                     m.next = "Entry-Gathered"
             with m.State("Entry-Gathered"):

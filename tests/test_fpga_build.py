@@ -140,7 +140,6 @@ def test_unit_alone_ulx3s_85f(tmp_path):
     assert summary["fmax_mhz"], "nextpnr reported no fmax"
     assert summary["timing"] != "fails", "too slow even for the board oscillator"
     assert summary["global_enables"], "no enable went onto a global buffer"
-    assert summary["replicated"], "no high-fanout net was split"
 
 
 # Between the two builds in this file, so that pytest-xdist gives them to different workers (in

@@ -175,6 +175,34 @@ def test_pin_cells_copies_logic_placements_onto_the_synthesized_netlist():
     assert "BEL" not in cells["adder"]["attributes"]
 
 
+def test_flip_flops_sharing_a_d_lut_are_left_unpinned():
+    """nextpnr may pair another of them with the LUT than the placement did (pinned apart, their
+    route from the LUT cannot exist): they and the LUT are placed again."""
+    from hwvirt.fpga.spread import pin_cells
+    placed = _netlist({
+        "lut": _cell("TRELLIS_COMB", "X5/Y5/SLICEA.K0", F=[1]),
+        "ff_a": _cell("TRELLIS_FF", "X5/Y5/SLICEA.FF0", DI=[1]),
+        "ff_b": _cell("TRELLIS_FF", "X6/Y5/SLICEB.FF1", DI=[1]),
+        "own_lut": _cell("TRELLIS_COMB", "X7/Y5/SLICEA.K0", F=[2]),
+        "ff_c": _cell("TRELLIS_FF", "X7/Y5/SLICEA.FF0", DI=[2]),
+        "ff_d": _cell("TRELLIS_FF", "X8/Y5/SLICEA.FF0", DI=[3]),
+        "ff_e": _cell("TRELLIS_FF", "X9/Y5/SLICEA.FF0", DI=[3]),
+    })
+
+    def ff(d):
+        return {"type": "TRELLIS_FF", "attributes": {}, "connections": {"DI": [d]}}
+    synthesized = _netlist({
+        "lut": {"type": "LUT4", "attributes": {}, "connections": {"Z": [1]}},
+        "own_lut": {"type": "LUT4", "attributes": {}, "connections": {"Z": [2]}},
+        "ff_a": ff(1), "ff_b": ff(1), "ff_c": ff(2), "ff_d": ff(3), "ff_e": ff(3),   # net 3: a register's
+    })
+    pinned, count = pin_cells(synthesized, placed)
+    bels = {name: cell["attributes"].get("BEL") for name, cell in pinned["modules"]["top"]["cells"].items()}
+    assert bels == {"lut": None, "own_lut": "X7/Y5/SLICEA.K0", "ff_a": None, "ff_b": None,
+                    "ff_c": "X7/Y5/SLICEA.FF0", "ff_d": "X8/Y5/SLICEA.FF0", "ff_e": "X9/Y5/SLICEA.FF0"}
+    assert count == 4
+
+
 def test_spread_and_pin_summarizes_both_steps():
     from hwvirt.fpga.spread import spread_and_pin
     placed = _netlist({"lut": _cell("TRELLIS_COMB", "X3/Y5/SLICEA.K0", F=[1]),
