@@ -54,7 +54,7 @@ import sys
 from collections import namedtuple
 
 from .logic_depth import net_names
-from .spread import FIRST_COLUMN, LAST_COLUMN
+from .spread import FIRST_COLUMN, LAST_COLUMN, parse_slice_bel
 from .wirelength import _top_module
 
 
@@ -115,7 +115,6 @@ def group_loads(loads, max_fanout):
     return groups
 
 
-_SLICE_BEL = re.compile(r"^X(\d+)/Y(\d+)/SLICE([A-D])\.")
 
 
 def _control_set(cell):
@@ -138,9 +137,9 @@ class _FreeSlices:
     def __init__(self, cells, first_column, last_column):
         occupied = set()
         for cell in cells.values():
-            match = _SLICE_BEL.match(cell.get("attributes", {}).get("BEL", ""))
-            if match is not None:
-                occupied.add((int(match[1]), int(match[2])))
+            slice_bel = parse_slice_bel(cell.get("attributes", {}).get("BEL", ""))
+            if slice_bel is not None:
+                occupied.add(slice_bel[:2])
         self._control = {}
         self._free = {}
         for y in sorted({y for _, y in occupied}):

@@ -761,9 +761,8 @@ class VMCSUnit(wiring.Component):
         gather_row = Signal(range(max(2, store.rows)))
         gather_last_row = self.entry_gather_cycles - 1
         # Each row's registers take the store's data the cycle after the row is read, enabled by a
-        # register of their own: a row is ~500 flip-flops, too many for one decoded enable (timing;
-        # the FPGA build copies such a register per group of its loads, hwvirt.fpga.replicate).
-        # ``gather_reading`` is one-hot over the rows, the row Entry-Gather reads this cycle (all
+        # register of their own: a row is ~500 flip-flops, too many for one enable decoded in the
+        # same cycle (timing). ``gather_reading`` is one-hot over the rows, the row Entry-Gather reads this cycle (all
         # zero outside Entry-Gather), so each enable is a plain copy of a register.
         gather_reading = Signal(self.entry_gather_cycles)
         for row in range(self.entry_gather_cycles):
