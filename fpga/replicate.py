@@ -271,8 +271,8 @@ def replicate_drivers(netlist, *, max_fanout=DEFAULT_MAX_FANOUT, rounds=3, first
                     cy = sum(y for _, y in located) / len(located)
                     return abs(cx - home[0]) + abs(cy - home[1])
                 groups.sort(key=distance)
-            everywhere = [loc for loc, _ in groups[0] + [item for g in groups[1:] for item in g]
-                          if loc is not None] or [home]
+            # where a group of unlocated loads goes: the middle of all located loads, else the driver
+            everywhere = [loc for group in groups for loc, _ in group if loc is not None] or [home]
             for group in groups[1:]:
                 copy, copy_bit = copy_cell(driver, port)
                 lut = None
