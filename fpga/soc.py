@@ -59,12 +59,16 @@ from hwvirt.hdl.vmcs_unit import VMCSUnit
 from .regmap import BLOCK_SIZE, CONTROL_OFFSET, UNIT_ID, unit_register_map
 
 
-__all__ = ["CPUBusSignature", "UARTTx", "SysRegs", "SharedRAM", "UnitMMIO", "PicoRV32", "SoC",
+__all__ = ["CPUBusSignature", "UARTTx", "SysRegs", "SharedRAM", "UnitMMIO", "PicoRV32", "SoC", "GROUP_WORDS",
            "RAM_BASE", "SYS_BASE", "UNIT_BASE", "SYS_REGISTERS", "picorv32_source"]
 
 RAM_BASE = 0x0000_0000
 SYS_BASE = 0x1000_0000
 UNIT_BASE = 0x2000_0000
+
+#: Words per group of UnitMMIO's first read select (a block's words are picked in two registered
+#: steps: the word within its group, then the group).
+GROUP_WORDS = 16
 
 #: The system registers: (C name, offset from SYS_BASE, description) — also written to the C header.
 SYS_REGISTERS = (
@@ -342,21 +346,25 @@ class UnitMMIO(wiring.Component):
 
         # The request is registered first and decoded block by block, so that the ~300 registers
         # of the map do not converge on the core's address and data lines in one cycle: cycle 1
-        # latches the request; cycle 2 performs a write, or latches each block's addressed word
-        # into that block's read register; cycle 3 picks the addressed block's word; the core gets
-        # ``ready`` in cycle 4 (a register access takes four cycles).
+        # latches the request; cycle 2 performs a write, or latches, in each block, the addressed
+        # word of every group of 16 words; cycle 3 latches each block's addressed group word (a
+        # block has up to 256 words: two 16-way selects instead of one 256-way); cycle 4 picks the
+        # addressed block's word; the core gets ``ready`` in cycle 5 (a register access takes five
+        # cycles).
         bus = self.bus
-        phase = Signal(range(4))
+        phase = Signal(range(5))
         req_block = Signal(range(self.regmap.size // BLOCK_SIZE))
         req_word = Signal(exact_log2(BLOCK_SIZE // 4))
         req_write = Signal()
         req_wdata = Signal(32)
-        m.d.comb += bus.ready.eq(phase == 3)
+        m.d.comb += bus.ready.eq(phase == 4)
         with m.Switch(phase):
             with m.Case(0):
                 with m.If(bus.valid):
                     m.d.sync += [phase.eq(1), req_write.eq(bus.wstrb != 0), req_wdata.eq(bus.wdata),
                                  Cat(req_word, req_block).eq(bus.addr[2:ceil_log2(self.regmap.size)])]
+            with m.Case(4):
+                m.d.sync += phase.eq(0)
             with m.Default():
                 m.d.sync += phase.eq(phase + 1)
         rdata = Signal(32)
@@ -419,11 +427,23 @@ class UnitMMIO(wiring.Component):
             block_words.setdefault(index // words_per_block, {})[index % words_per_block] = value
         block_rdata = {}
         for number, words in block_words.items():
+            groups = {}
+            for word, value in words.items():
+                groups.setdefault(word // GROUP_WORDS, {})[word % GROUP_WORDS] = value
+            group_rdata = {}
+            for group, members in groups.items():
+                group_rdata[group] = Signal(32, name=f"block{number}_group{group}_rdata")
+                with m.Switch(req_word % GROUP_WORDS):
+                    for word, value in members.items():
+                        with m.Case(word):
+                            m.d.sync += group_rdata[group].eq(value)
+                    with m.Default():
+                        m.d.sync += group_rdata[group].eq(0)
             block_rdata[number] = Signal(32, name=f"block{number}_rdata")
-            with m.Switch(req_word):
-                for word, value in words.items():
-                    with m.Case(word):
-                        m.d.sync += block_rdata[number].eq(value)
+            with m.Switch(req_word // GROUP_WORDS):
+                for group, word_read in group_rdata.items():
+                    with m.Case(group):
+                        m.d.sync += block_rdata[number].eq(word_read)
                 with m.Default():
                     m.d.sync += block_rdata[number].eq(0)
         with m.Switch(req_block):

@@ -715,7 +715,14 @@ class VMCSUnit(wiring.Component):
             with m.Else():
                 respond(Outcome.FAIL_INVALID)
 
-        exit_info = Signal(ExitDecision)       # what the VM exit in progress records
+        # What the VM exit in progress records. A basic exit (the reason only, every other field 0)
+        # sets ``exit_basic`` and its reason and leaves ``exit_info`` alone; ``exit_info`` is loaded
+        # in two places only, whether or not the decision exits: with the exit decider's decision in
+        # Guest-Decide's last cycle, and with the EPT walker's answer. So its ~500 flip-flops take
+        # an enable decoded from the sequencer state, not from the decision's verdict (timing).
+        exit_info = Signal(ExitDecision)
+        exit_basic = Signal()
+        exit_basic_reason = Signal.like(exit_info.reason)
         save_row = Signal(range(max(2, store.rows)))
         save_rows = self.exit_save_rows
         # One-hot over save_rows: the row Exit-Save writes this cycle, a register per row (it selects
@@ -730,11 +737,8 @@ class VMCSUnit(wiring.Component):
             """Start a VM exit (SDM vol. 3C §28.1): record ``info`` (an :class:`ExitDecision`, or only
             the basic ``reason``), save guest state, then load host state."""
             if info is None:
-                m.d.sync += exit_info.eq(0)
-                m.d.sync += exit_info.reason.eq(reason)
-                m.d.sync += result.qualification.eq(0)
+                m.d.sync += [exit_basic.eq(1), exit_basic_reason.eq(reason), result.qualification.eq(0)]
             else:
-                m.d.sync += exit_info.eq(info)
                 m.d.sync += result.qualification.eq(info.qualification)
             m.d.sync += [result.outcome.eq(Outcome.EXIT), result.exit_reason.eq(reason)]
             start_save()
@@ -1038,7 +1042,8 @@ class VMCSUnit(wiring.Component):
             or the no-exit result."""
             decision, after = decider.decision, decider.next_guest
             # (The guest registers take ``after`` in this cycle too, strobed by ``arch_load_next``.)
-            m.d.sync += [tpr.eq(after.tpr), result.value.eq(Mux(decision.value_valid, decision.value, 0))]
+            m.d.sync += [tpr.eq(after.tpr), result.value.eq(Mux(decision.value_valid, decision.value, 0)),
+                         exit_info.eq(decision), exit_basic.eq(0)]
             with m.If(decision.exit):
                 take_exit(decision.reason, decision)
             with m.Else():
@@ -1064,7 +1069,8 @@ class VMCSUnit(wiring.Component):
             for part, name in (("selector", "SELECTOR"), ("base", "BASE"), ("limit", "LIMIT"), ("ar", "AR_BYTES")):
                 saved_fields[f"GUEST_{seg.upper()}_{name}"] = (getattr(segment, part), 1)
         for name, member in EXIT_INFO_FIELDS.items():
-            saved_fields[name] = (getattr(exit_info, member), 1)
+            basic = exit_basic_reason if member == "reason" else 0
+            saved_fields[name] = (Mux(exit_basic, basic, getattr(exit_info, member)), 1)
 
         exit_store_count = field("VM_EXIT_MSR_STORE_COUNT")
         exit_store_entry = field("VM_EXIT_MSR_STORE_ADDR")[4:maxphy] + (msr_number - 1)[:maxphy]
@@ -1693,20 +1699,24 @@ class VMCSUnit(wiring.Component):
                 m.d.comb += walker_owns_bus.eq(1)
                 with m.If(walker.resp.valid):
                     walk = walker.resp.payload
-                    m.d.sync += [result.walk_refs.eq(walk.refs), result.walk_tlb_hit.eq(walk.tlb_hit),
-                                 result.walk_pwc_hits.eq(walk.pwc_hits)]
+                    violation = walk.outcome == WalkOutcome.VIOLATION
+                    reason = Mux(violation, ExitReason.EPT_VIOLATION.value, ExitReason.EPT_MISCONFIG.value)
+                    # (What an EPT exit records, loaded whatever the outcome: see ``exit_info``.)
+                    m.d.sync += [
+                        result.walk_refs.eq(walk.refs), result.walk_tlb_hit.eq(walk.tlb_hit),
+                        result.walk_pwc_hits.eq(walk.pwc_hits),
+                        exit_info.eq(0), exit_info.reason.eq(reason),
+                        exit_info.qualification.eq(Mux(violation, walk.qualification, 0)),
+                        exit_info.guest_physical.eq(walk.gpa),
+                        exit_info.guest_linear.eq(Mux(violation & walk.qualification[7], walk.linear, 0)),
+                        exit_basic.eq(0),
+                    ]
                     with m.Switch(walk.outcome):
                         with m.Case(WalkOutcome.OK):
                             m.d.sync += [result.outcome.eq(Outcome.NO_EXIT), result.value.eq(walk.hpa)]
                             m.next = "Respond"
                         with m.Case(WalkOutcome.VIOLATION, WalkOutcome.MISCONFIG):
-                            violation = walk.outcome == WalkOutcome.VIOLATION
-                            reason = Mux(violation, ExitReason.EPT_VIOLATION.value, ExitReason.EPT_MISCONFIG.value)
                             m.d.sync += [
-                                exit_info.eq(0), exit_info.reason.eq(reason),
-                                exit_info.qualification.eq(Mux(violation, walk.qualification, 0)),
-                                exit_info.guest_physical.eq(walk.gpa),
-                                exit_info.guest_linear.eq(Mux(violation & walk.qualification[7], walk.linear, 0)),
                                 result.outcome.eq(Outcome.EXIT), result.exit_reason.eq(reason),
                                 result.qualification.eq(Mux(violation, walk.qualification, 0)),
                             ]
