@@ -733,14 +733,12 @@ class VMCSUnit(wiring.Component):
             m.d.sync += [save_row.eq(save_rows[0]), save_select.eq(1)]
             m.next = "Exit-Save"
 
-        def take_exit(reason, info=None):
-            """Start a VM exit (SDM vol. 3C §28.1): record ``info`` (an :class:`ExitDecision`, or only
-            the basic ``reason``), save guest state, then load host state."""
-            if info is None:
-                m.d.sync += [exit_basic.eq(1), exit_basic_reason.eq(reason), result.qualification.eq(0)]
-            else:
-                m.d.sync += result.qualification.eq(info.qualification)
-            m.d.sync += [result.outcome.eq(Outcome.EXIT), result.exit_reason.eq(reason)]
+        def take_exit(reason):
+            """Start a VM exit with the basic ``reason`` only (SDM vol. 3C §28.1; the exits with more
+            information are the exit decider's and the EPT walker's): save guest state, then load
+            host state."""
+            m.d.sync += [exit_basic.eq(1), exit_basic_reason.eq(reason), result.qualification.eq(0),
+                         result.outcome.eq(Outcome.EXIT), result.exit_reason.eq(reason)]
             start_save()
 
         def vm_exit(reason):
@@ -1042,12 +1040,19 @@ class VMCSUnit(wiring.Component):
             or the no-exit result."""
             decision, after = decider.decision, decider.next_guest
             # (The guest registers take ``after`` in this cycle too, strobed by ``arch_load_next``.)
-            m.d.sync += [tpr.eq(after.tpr), result.value.eq(Mux(decision.value_valid, decision.value, 0)),
-                         exit_info.eq(decision), exit_basic.eq(0)]
-            with m.If(decision.exit):
-                take_exit(decision.reason, decision)
+            # The result and the exit information are written whether or not the decision exits,
+            # with the verdict as a data select (timing: it reaches no enable of theirs).
+            exits = decision.exit
+            m.d.sync += [
+                tpr.eq(after.tpr), result.value.eq(Mux(decision.value_valid, decision.value, 0)),
+                exit_info.eq(decision), exit_basic.eq(0),
+                result.outcome.eq(Mux(exits, Outcome.EXIT, Outcome.NO_EXIT)),
+                result.exit_reason.eq(Mux(exits, decision.reason, 0)),
+                result.qualification.eq(Mux(exits, decision.qualification, 0)),
+            ]
+            with m.If(exits):
+                start_save()
             with m.Else():
-                m.d.sync += result.outcome.eq(Outcome.NO_EXIT)
                 m.next = "Respond"
 
         # What a VM exit writes to the VMCS, by field: (value, condition) (SDM vol. 3C §28.2–28.3).
@@ -1222,12 +1227,22 @@ class VMCSUnit(wiring.Component):
         ]
         stored = store.r_data
 
+        # The sequencer's state is one-hot in the synthesized netlist (``fsm_encoding``: Yosys gives
+        # each state a flip-flop, so "in state S" on the many paths that start at the state is a
+        # register, not a compare of the state's bits). Yosys drops the initial value of a state
+        # register it re-encodes, and an FPGA's sync domain may have no reset (the flip-flops start
+        # from their initial values), so the state is also set to Idle in the first cycle, when
+        # nothing is accepted (``powered`` is 0).
+        powered = Signal()
+        m.d.sync += powered.eq(1)
+
         with m.FSM(name="sequencer") as fsm:
             with m.State("Idle"):
                 # ``guest.ready`` does not depend on ``guest.valid``: a test bench that reads ready
                 # before its valid settles (cocotb) sees the same handshake as one that does not.
-                m.d.comb += [self.cmd.ready.eq(1), self.guest.ready.eq(non_root & ~self.cmd.valid)]
-                with m.If(self.cmd.valid):
+                m.d.comb += [self.cmd.ready.eq(powered),
+                             self.guest.ready.eq(powered & non_root & ~self.cmd.valid)]
+                with m.If(self.cmd.valid & powered):
                     m.d.sync += [
                         op.eq(self.cmd.payload.op),
                         reg.eq(self.cmd.payload.reg),
@@ -1238,7 +1253,7 @@ class VMCSUnit(wiring.Component):
                         m.next = "Decode-Field"
                     with m.Else():
                         m.next = "Execute"
-                with m.Elif(self.guest.valid & non_root):
+                with m.Elif(self.guest.valid & self.guest.ready):
                     m.d.sync += [event.eq(self.guest.payload), run_count.eq(self.guest.payload.cycles),
                                  result.eq(0)]
                     m.next = "Guest-Run"
@@ -1747,6 +1762,10 @@ class VMCSUnit(wiring.Component):
                 m.d.comb += self.resp.valid.eq(~msr_write.any())
                 with m.If(self.resp.valid & self.resp.ready):
                     m.next = "Idle"
+
+        fsm.state.attrs["fsm_encoding"] = "one-hot"
+        with m.If(~powered):
+            m.d.sync += fsm.state.eq(fsm.state.init)
 
         # The state-area loads and MSR-load writes strobed above. No two of them, and none of them and
         # the sequencer's own write (Entry-Complete's injection: interruptibility, activity), write the

@@ -27,6 +27,7 @@ model predicts.
 """
 
 import functools
+import re
 from typing import Callable, NamedTuple
 
 import pytest
@@ -40,7 +41,7 @@ from hwvirt.hdl.entry_check_catalogue import CHECKS
 from hwvirt.hdl.exit_logic import GuestEvent
 from hwvirt.hdl.vmcs_fields import BY_NAME, FieldType, FieldWidth, lookup_encoding
 from hwvirt.hdl.vmcs_unit import (
-    Command, FieldDecoder, ProcessorState, Result, VMCSStore, VMCSUnit, VMXStatus,
+    Command, Fault, FieldDecoder, ProcessorState, Result, VMCSStore, VMCSUnit, VMXOp, VMXStatus,
 )
 from hwvirt.sim.fresh_stack import run_simulation
 from hwvirt.sim.runner import run_scenario
@@ -1180,3 +1181,44 @@ def test_field_decoder_every_encoding(features):
     # 15-bit encoding, and once more per field for every bit 63:32 outside 64-bit mode.
     n_high = sum(1 for f in fields if f.width == FieldWidth.BITS64)
     assert supported == len(fields) + n_high + 32 * len(fields)
+
+
+def test_first_cycle_accepts_nothing():
+    """The sequencer's state is set to Idle in the first cycle (an FPGA's sync domain may have no
+    reset, and the one-hot state Yosys makes has no initial value), so the unit is not ready then;
+    a command waiting from the start is accepted in the second cycle and executes normally (VMXOFF
+    outside VMX operation: #UD)."""
+    from amaranth.sim import Simulator
+    unit = VMCSUnit(VMXCapabilities())
+    seen = []
+
+    async def tb(ctx):
+        ctx.set(unit.cmd.payload.op, VMXOp.VMXOFF)
+        ctx.set(unit.cmd.valid, 1)
+        ctx.set(unit.resp.ready, 1)
+        seen.append(ctx.get(unit.cmd.ready))
+        await ctx.tick()
+        seen.append(ctx.get(unit.cmd.ready))
+        await ctx.tick()
+        ctx.set(unit.cmd.valid, 0)
+        for _ in range(8):
+            if ctx.get(unit.resp.valid):
+                break
+            await ctx.tick()
+        assert ctx.get(unit.resp.valid)
+        assert ctx.get(unit.resp.payload.fault) == Fault.UD
+
+    sim = Simulator(unit)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    run_simulation(sim)
+    assert seen == [0, 1]
+
+
+def test_sequencer_state_is_marked_one_hot():
+    """The netlist asks Yosys for a one-hot sequencer (``fsm_encoding``), the reason for the reset
+    of :func:`test_first_cycle_accepts_nothing`."""
+    from amaranth.back import rtlil
+    text = rtlil.convert(VMCSUnit(VMXCapabilities()))
+    assert re.search(r'attribute \\fsm_encoding "one-hot"\n(  attribute [^\n]*\n)*  wire width \d+ \\sequencer_state\n',
+                     text)
