@@ -123,20 +123,27 @@ def _blocks():
 BLOCKS = ("unit", "field-decoder", "entry-checker", "msr-checker", "exit-decider", "ept-walker")
 
 
+#: Bits per flip-flop in each registered step of :func:`parity_fold`.
+FOLD_STEPS = (4, 32, 32)
+
+
 def parity_fold(m, bits):
-    """The parity of ``bits`` through two registered steps: each 32-bit chunk's parity in a flip-flop
-    of its own (which the placer can put beside the chunk's source), then the parity of each 32 of
-    those; returns the XOR of the second step (combinational). Every bit changes the result, so
-    nothing feeding ``bits`` can be optimised away, and no more than 32 nets converge on one place.
-    (An XOR of whole 32-bit words instead, as before, brought all of the unit's ~2900 output bits to
-    a few dozen registers.)"""
-    chunks = [bits[i:i + 32] for i in range(0, len(bits), 32)]
-    first = Signal(len(chunks), name="fold_chunks")
-    m.d.sync += [first[i].eq(chunk.xor()) for i, chunk in enumerate(chunks)]
-    groups = [first[i:i + 32] for i in range(0, len(chunks), 32)]
-    second = Signal(len(groups), name="fold_groups")
-    m.d.sync += [second[i].eq(group.xor()) for i, group in enumerate(groups)]
-    return second.xor()
+    """The parity of ``bits`` through three registered steps: each 4-bit chunk's parity in a
+    flip-flop of its own (one LUT4, which packs with its flip-flop beside the chunk's source, so an
+    output of the block under test gets what a registered output would: a flip-flop and at most one
+    LUT), then the parity of each 32 of those, then of each 32 of those; returns the XOR of the last
+    step (combinational). Every bit changes the result, so nothing feeding ``bits`` can be optimised
+    away, and no more than 32 nets converge on one place. (An XOR of whole 32-bit words, as at
+    first, brought all of the unit's ~2900 output bits to a few dozen registers; 32-bit chunks in the
+    first step put three LUT levels after the unit's combinational outputs, its bus request: the
+    critical path of a unit build at f32c279.)"""
+    level = bits
+    for step, width in enumerate(FOLD_STEPS):
+        chunks = [level[i:i + width] for i in range(0, len(level), width)]
+        folded = Signal(len(chunks), name=f"fold{step}")
+        m.d.sync += [folded[i].eq(chunk.xor()) for i, chunk in enumerate(chunks)]
+        level = folded
+    return level.xor()
 
 
 class UnitHarness(Elaboratable):
@@ -155,8 +162,11 @@ class UnitHarness(Elaboratable):
 
     @property
     def wrapper_ff(self):
-        chunks = -(-self.output_bits // 32)
-        return 64 * -(-self.input_bits // 64) + chunks + -(-chunks // 32) + 1
+        folded, count = self.output_bits, 0
+        for width in FOLD_STEPS:
+            folded = -(-folded // width)
+            count += folded
+        return 64 * -(-self.input_bits // 64) + count + 1
 
     def elaborate(self, platform):
         m = Module()
@@ -273,9 +283,10 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
     (``"fill"``: as far as the die allows), pin the logic cells there and place the rest and route
     (:mod:`hwvirt.fpga.spread`). Synthesis then uses no wide-mux cells (``synth_ecp5 -nowidelut``):
     their LUTs would belong to PFUMX clusters, which the placer places as a whole, not cell by cell.
-    ``None`` places and routes in one go. The default, ``"auto"``, is ``"fill"`` for the designs
-    nextpnr's own placement cannot route (the SoC and the whole unit on an ECP5 board, unless
-    ``place_only``) and ``None`` for everything else (:func:`default_spread`).
+    ``None`` places and routes in one go. The default, ``"auto"``, is ``"fill"`` up to
+    :data:`AUTO_MOST_SPREAD` for the designs nextpnr's own placement cannot route (the SoC and the
+    whole unit on an ECP5 board, unless ``place_only``) and ``None`` for everything else
+    (:func:`default_spread`).
 
     ``global_enables`` (ECP5 only): how many flip-flop enable and set/reset nets go through global
     buffers (:func:`hwvirt.fpga.globals.promote_enables`), inserted into the pinned netlist on a
@@ -294,8 +305,10 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
         block = block or "unit"
     if block is not None and block not in BLOCKS:
         raise ValueError(f"unknown block {block!r}; choose from {', '.join(BLOCKS)}")
+    most = None
     if spread == "auto":
         spread = default_spread(board, block, place_only)
+        most = AUTO_MOST_SPREAD if spread == "fill" else None
     if spread is not None:
         if board not in ECP5_BOARDS:
             raise ValueError(f"spread is for the ECP5 boards ({', '.join(ECP5_BOARDS)}), not {board!r}")
@@ -350,7 +363,7 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
         _run_script(build_dir, script, stop_at=_NEXTPNR)
         if spread is not None:
             spread, promotions, replications = _place_spread_route(build_dir, name, spread, global_enables,
-                                                                   max_fanout)
+                                                                   max_fanout, most=most)
         else:
             synthesized = build_dir / f"{name}.json"
             promoted, promotions = _promote_enables(json.loads(synthesized.read_text()), global_enables)
@@ -406,6 +419,13 @@ def build_spread(text):
         raise argparse.ArgumentTypeError(f'{error} (or "auto", "none")') from None
 
 
+#: The widest spread ``--spread auto`` makes (``"fill"`` up to this factor). The whole unit, which
+#: nextpnr places in columns 2–50, routes at 1.9 too and is faster there than at its fill factor of
+#: 2.52 (f32c279: 48.7 against 42.0 MHz; 88127a1: 47.5 against 45.3 MHz, seed 1): past about two,
+#: spreading only lengthens nets. The SoC's fill factor is about 1.9; at 1.6 it did not route.
+AUTO_MOST_SPREAD = 2.0
+
+
 def default_spread(board, block, place_only):
     """``"fill"`` for the SoC (``block`` ``None``) and the whole unit on the boards
     :mod:`hwvirt.fpga.spread` knows, when they are to be routed; ``None`` otherwise. Those two
@@ -417,14 +437,15 @@ def default_spread(board, block, place_only):
     return None
 
 
-def _place_spread_route(build_dir, name, factor, global_enables, max_fanout):
+def _place_spread_route(build_dir, name, factor, global_enables, max_fanout, most=None):
     """Run the build script's placement (synthesis has run), spread the placement
     (:func:`~hwvirt.fpga.spread.spread_placement`), pin the logic cells of the synthesized netlist
     there (:func:`~hwvirt.fpga.spread.pin_cells`), put ``global_enables`` enables of the pinned
     netlist on global buffers (:func:`_promote_enables`), split its nets of more than ``max_fanout``
     loads (:func:`hwvirt.fpga.replicate.replicate_drivers`, unless ``None``), then run the script's
     nextpnr command again on it (placing the unpinned cells and routing) and pack the bitstream.
-    Returns the spread factor used (``"fill"`` becomes a number), the promotions and the
+    ``most`` caps a ``"fill"`` factor. Returns the spread factor used (``"fill"`` becomes a number),
+    the promotions and the
     replications.
 
     The global buffers are added after the placement is pinned, not before it is made: their sites
@@ -439,7 +460,7 @@ def _place_spread_route(build_dir, name, factor, global_enables, max_fanout):
     (build_dir / f"{name}.tim").rename(build_dir / f"{name}_place.tim")
     pinned, summary, factor = spread_and_pin(
         json.loads((build_dir / f"{name}_placed.json").read_text()),
-        json.loads((build_dir / f"{name}.json").read_text()), factor=factor)
+        json.loads((build_dir / f"{name}.json").read_text()), factor=factor, most=most)
     print(summary, flush=True)
     pinned, promotions = _promote_enables(pinned, global_enables)
     replications = []
@@ -596,8 +617,8 @@ def main(argv=None):
     parser.add_argument("--spread", type=build_spread, metavar="FACTOR", default="auto",
                         help="ECP5: move the placed logic tiles apart along their rows by FACTOR "
                              '("fill": as far as the die allows; "none": not at all) before routing '
-                             '(hwvirt.fpga.spread); default "auto": "fill" for the SoC and the whole '
-                             "unit, none for single blocks and --place-only")
+                             f'(hwvirt.fpga.spread); default "auto": "fill", at most {AUTO_MOST_SPREAD}, for the SoC '
+                             "and the whole unit, none for single blocks and --place-only")
     parser.add_argument("--global-enables", type=int, metavar="N",
                         help=f"ECP5: put N flip-flop enables (CE/LSR nets; the latest-settling, "
                              f"then the widest) on global buffers (hwvirt.fpga.globals); 0 to "

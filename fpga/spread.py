@@ -256,11 +256,12 @@ def unpin_shared_d(module):
     return unpinned
 
 
-def widest_spread(placed, *, first_column=FIRST_COLUMN, last_column=LAST_COLUMN, **kwargs):
+def widest_spread(placed, *, most=None, first_column=FIRST_COLUMN, last_column=LAST_COLUMN, **kwargs):
     """:func:`spread_placement` with the largest factor (to 0.01) that fits the die: the one that
     takes the rightmost used column to ``last_column`` at most. (With a factor of 1 or more, tiles
     never push each other and a carry run ends left of where its last column would go, so the
-    rightmost column decides.) Returns ``(netlist, report, factor)``."""
+    rightmost column decides.) ``most``, if given, caps the factor. Returns
+    ``(netlist, report, factor)``."""
     tiles = _tile_of_cells(_top_module(placed)).values()
     rightmost = max((x for x, _ in tiles), default=first_column)
     if rightmost <= first_column:
@@ -268,18 +269,20 @@ def widest_spread(placed, *, first_column=FIRST_COLUMN, last_column=LAST_COLUMN,
     factor = math.floor(100 * (last_column - first_column) / (rightmost - first_column)) / 100
     if factor < 1:
         raise SpreadError(f"the placement reaches column {rightmost}, past {last_column}")
+    if most is not None:
+        factor = min(factor, most)
     spread, report = spread_placement(placed, factor=factor, first_column=first_column,
                                       last_column=last_column, **kwargs)
     return spread, report, factor
 
 
-def spread_and_pin(placed, synthesized=None, *, factor, **limits):
-    """:func:`spread_placement` (or :func:`widest_spread` for ``factor="fill"``), then (if
-    ``synthesized`` is given) :func:`pin_cells` onto it. Returns ``(netlist, one-line summary,
-    factor)``: the pinned synthesized netlist (or the spread placement when there is nothing to pin
-    onto), and the factor used."""
+def spread_and_pin(placed, synthesized=None, *, factor, most=None, **limits):
+    """:func:`spread_placement` (or :func:`widest_spread` for ``factor="fill"``, at most ``most``),
+    then (if ``synthesized`` is given) :func:`pin_cells` onto it. Returns ``(netlist, one-line
+    summary, factor)``: the pinned synthesized netlist (or the spread placement when there is
+    nothing to pin onto), and the factor used."""
     if factor == "fill":
-        spread, report, factor = widest_spread(placed, **limits)
+        spread, report, factor = widest_spread(placed, most=most, **limits)
     else:
         spread, report = spread_placement(placed, factor=factor, **limits)
     summary = (f"spread {report.tiles} logic tiles ({report.runs} carry runs) from columns "

@@ -236,6 +236,9 @@ def test_fill_takes_the_widest_factor_that_fits():
     with pytest.raises(SpreadError, match="no room"):
         spread_placement(_netlist(cells), factor=12.2)
     assert spread_and_pin(_netlist(cells), factor="fill")[2] == 12.1
+    capped, report, factor = widest_spread(_netlist(cells), most=2.0)
+    assert factor == 2.0 and report.columns_after == (2, 22)                      # 2 + 10 × 2
+    assert spread_and_pin(_netlist(cells), factor="fill", most=50)[2] == 12.1    # fill is less
     with pytest.raises(SpreadError, match="reaches column 124, past 123"):
         widest_spread(_netlist({"t": _cell("TRELLIS_COMB", "X124/Y3/SLICEA.K0", F=[1])}))
     assert spread_factor("fill") == "fill" and spread_factor("2.5") == 2.5
