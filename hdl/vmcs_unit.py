@@ -426,7 +426,8 @@ class VMCSUnit(wiring.Component):
     Members
     -------
     cmd : In(stream of :class:`Command`)
-        Accepted (``ready``) only while the unit is idle.
+        Accepted (``ready``) only while the unit is idle, and not in the first clock cycle (the
+        sequencer's state is set then; see ``powered``).
     resp : Out(stream of :class:`Result`)
         One result per command, held until ``ready``.
     cpu : In(:class:`ProcessorState`)
