@@ -445,8 +445,7 @@ def _place_spread_route(build_dir, name, factor, global_enables, max_fanout, mos
     loads (:func:`hwvirt.fpga.replicate.replicate_drivers`, unless ``None``), then run the script's
     nextpnr command again on it (placing the unpinned cells and routing) and pack the bitstream.
     ``most`` caps a ``"fill"`` factor. Returns the spread factor used (``"fill"`` becomes a number),
-    the promotions and the
-    replications.
+    the promotions and the replications.
 
     The global buffers are added after the placement is pinned, not before it is made: their sites
     are at the die's edges (the top one at column 67), and a buffer placed with the logic pulls its
@@ -617,8 +616,8 @@ def main(argv=None):
     parser.add_argument("--spread", type=build_spread, metavar="FACTOR", default="auto",
                         help="ECP5: move the placed logic tiles apart along their rows by FACTOR "
                              '("fill": as far as the die allows; "none": not at all) before routing '
-                             f'(hwvirt.fpga.spread); default "auto": "fill", at most {AUTO_MOST_SPREAD}, for the SoC '
-                             "and the whole unit, none for single blocks and --place-only")
+                             f'(hwvirt.fpga.spread); default "auto": "fill", at most {AUTO_MOST_SPREAD}, '
+                             "for the SoC and the whole unit, none for single blocks and --place-only")
     parser.add_argument("--global-enables", type=int, metavar="N",
                         help=f"ECP5: put N flip-flop enables (CE/LSR nets; the latest-settling, "
                              f"then the widest) on global buffers (hwvirt.fpga.globals); 0 to "

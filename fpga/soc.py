@@ -59,8 +59,8 @@ from hwvirt.hdl.vmcs_unit import VMCSUnit
 from .regmap import BLOCK_SIZE, CONTROL_OFFSET, UNIT_ID, unit_register_map
 
 
-__all__ = ["CPUBusSignature", "UARTTx", "SysRegs", "SharedRAM", "UnitMMIO", "PicoRV32", "SoC", "GROUP_WORDS",
-           "RAM_BASE", "SYS_BASE", "UNIT_BASE", "SYS_REGISTERS", "picorv32_source"]
+__all__ = ["CPUBusSignature", "UARTTx", "SysRegs", "SharedRAM", "UnitMMIO", "PicoRV32", "SoC",
+           "RAM_BASE", "SYS_BASE", "UNIT_BASE", "GROUP_WORDS", "SYS_REGISTERS", "picorv32_source"]
 
 RAM_BASE = 0x0000_0000
 SYS_BASE = 0x1000_0000
