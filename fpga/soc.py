@@ -224,14 +224,17 @@ class SysRegs(wiring.Component):
 class SharedRAM(wiring.Component):
     """RAM, 64 bits wide, shared by the core (32-bit port) and the unit (64-bit Wishbone target).
 
-    One access a cycle: a request of the core granted in cycle *t* is answered (``ready``) in *t* + 1;
-    the other master may be granted from *t* + 1. The unit's request is registered before it competes
-    for the RAM, and its read data on the way back (timing: the unit's logic that drives its bus and
-    the route to the block RAM do not fit one cycle, nor the block RAM's 5.6 ns clock-to-out and the
-    unit's logic behind ``dat_r``): a Wishbone request first seen in cycle *t* is granted from *t* + 1
-    and answered (``ack``) two cycles after its grant, in *t* + 3 at the earliest. When both request,
-    the one not served last wins (round robin), so neither starves. Wishbone addresses beyond the RAM
-    read 0 and drop writes.
+    One access a cycle, in three registered steps (timing): the arbiter grants a request in cycle *t*
+    and registers its address, data and byte enables; the block RAMs take them in *t* + 1 and their
+    read data is there in *t* + 2. So a core request granted in *t* is answered (``ready``) in *t* + 2.
+    Before, the grant drove the address and write enables of the 32 block RAMs in the cycle it was
+    decided, and that was the SoC's critical path (b5d9ee0, 44.9 MHz: the core's address → the grant →
+    the block RAMs' write enables, 22.3 ns). The unit's request is registered before it competes for
+    the RAM, and its read data on the way back (the block RAM's 5.6 ns clock-to-out and the unit's logic
+    behind ``dat_r`` do not fit one cycle): a Wishbone request first seen in cycle *t* is granted from
+    *t* + 1 and answered (``ack``) three cycles after its grant, in *t* + 4 at the earliest. When both
+    request, the one not served last wins (round robin), so neither starves. Wishbone addresses beyond
+    the RAM read 0 and drop writes.
 
     Parameters
     ----------
@@ -265,48 +268,68 @@ class SharedRAM(wiring.Component):
         index_bits = ceil_log2(self.depth)
         cpu, wb = self.cpu, self.wb
 
-        cpu_acked = Signal()
-        wb_captured = Signal()                # the unit's request is registered, not yet granted
-        wb_granted = Signal()                 # the unit's access is in flight (granted last cycle)
-        wb_acked = Signal()
-        last_wb = Signal()
+        # The unit's request, registered before it competes.
+        wb_captured = Signal()                # registered, not yet granted
+        wb_in_flight = Signal()               # granted, not yet acknowledged
         adr = Signal.like(wb.adr)
         dat_w = Signal.like(wb.dat_w)
         sel = Signal.like(wb.sel)
         we = Signal()
-        with m.If(wb.cyc & wb.stb & ~wb_captured & ~wb_granted & ~wb_acked):
+        with m.If(wb.cyc & wb.stb & ~wb_captured & ~wb_in_flight):
             m.d.sync += [wb_captured.eq(1), adr.eq(wb.adr), dat_w.eq(wb.dat_w), sel.eq(wb.sel), we.eq(wb.we)]
-        wb_beyond = adr[index_bits:] != 0
-        cpu_req = cpu.valid & ~cpu_acked
+
+        # Step 1 (t): grant, round robin, and register the granted access.
+        cpu_in_flight = Signal()
+        last_wb = Signal()
+        cpu_req = cpu.valid & ~cpu_in_flight
         grant_wb = wb_captured & (~cpu_req | ~last_wb)
         grant_cpu = cpu_req & ~grant_wb
-        upper = cpu.addr[2]
-
+        ram_addr = Signal(index_bits)
+        ram_data = Signal(64)
+        ram_we = Signal(8)
         with m.If(grant_wb):
-            m.d.sync += wb_captured.eq(0)
-            m.d.comb += [
-                rd.addr.eq(adr[0:index_bits]), wr.addr.eq(adr[0:index_bits]),
-                wr.data.eq(dat_w), wr.en.eq(Mux(we & ~wb_beyond, sel, 0)),
+            m.d.sync += [
+                wb_captured.eq(0), wb_in_flight.eq(1),
+                ram_addr.eq(adr[0:index_bits]), ram_data.eq(dat_w),
+                ram_we.eq(Mux(we & (adr[index_bits:] == 0), sel, 0)),
             ]
         with m.Else():
-            m.d.comb += [
-                rd.addr.eq(cpu.addr[3:3 + index_bits]), wr.addr.eq(cpu.addr[3:3 + index_bits]),
-                wr.data.eq(Cat(cpu.wdata, cpu.wdata)),
-                wr.en.eq(Mux(grant_cpu, Mux(upper, cpu.wstrb << 4, cpu.wstrb), 0)),
+            m.d.sync += [
+                ram_addr.eq(cpu.addr[3:3 + index_bits]), ram_data.eq(Cat(cpu.wdata, cpu.wdata)),
+                ram_we.eq(Mux(grant_cpu, Mux(cpu.addr[2], cpu.wstrb << 4, cpu.wstrb), 0)),
             ]
+        with m.If(grant_cpu):
+            m.d.sync += cpu_in_flight.eq(1)
         with m.If(grant_wb | grant_cpu):
             m.d.sync += last_wb.eq(grant_wb)
 
-        beyond_r = Signal()
-        upper_r = Signal()
+        # Step 2 (t + 1): the block RAMs take the access.
+        m.d.comb += [rd.addr.eq(ram_addr), wr.addr.eq(ram_addr), wr.data.eq(ram_data), wr.en.eq(ram_we)]
+        cpu_reading = Signal()
+        wb_reading = Signal()
+        upper = [Signal(name="upper1"), Signal(name="upper2")]
+        beyond = [Signal(name="beyond1"), Signal(name="beyond2")]
+        m.d.sync += [
+            cpu_reading.eq(grant_cpu), upper[0].eq(cpu.addr[2]), upper[1].eq(upper[0]),
+            wb_reading.eq(grant_wb), beyond[0].eq(adr[index_bits:] != 0), beyond[1].eq(beyond[0]),
+        ]
+
+        # Step 3 (t + 2): the read data; the core's is answered now, the unit's registered first.
+        cpu_answer = Signal()
+        wb_answer = Signal()
         wb_data = Signal(64)
-        m.d.sync += [wb_granted.eq(grant_wb), wb_acked.eq(wb_granted), cpu_acked.eq(grant_cpu),
-                     beyond_r.eq(wb_beyond), upper_r.eq(upper)]
-        with m.If(wb_granted):
-            m.d.sync += wb_data.eq(Mux(beyond_r, 0, rd.data))
+        m.d.sync += [cpu_answer.eq(cpu_reading), wb_answer.eq(wb_reading)]
+        with m.If(cpu_answer):
+            m.d.sync += cpu_in_flight.eq(0)
+        with m.If(wb_answer):
+            m.d.sync += wb_data.eq(Mux(beyond[1], 0, rd.data))
+        wb_acked = Signal()
+        m.d.sync += wb_acked.eq(wb_answer)
+        with m.If(wb_acked):                  # the unit drops its request after the ack
+            m.d.sync += wb_in_flight.eq(0)
         m.d.comb += [
             wb.ack.eq(wb_acked), wb.dat_r.eq(wb_data),
-            cpu.ready.eq(cpu_acked), cpu.rdata.eq(Mux(upper_r, rd.data[32:64], rd.data[0:32])),
+            cpu.ready.eq(cpu_answer), cpu.rdata.eq(Mux(upper[1], rd.data[32:64], rd.data[0:32])),
         ]
         return m
 

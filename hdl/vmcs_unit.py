@@ -817,9 +817,18 @@ class VMCSUnit(wiring.Component):
         msr_count = field("VM_ENTRY_MSR_LOAD_COUNT")
         msr_list = field("VM_ENTRY_MSR_LOAD_ADDR")
         msr_number = Signal(32)                        # 1-based entry being processed
+        # Its address in 16-byte units, a register of its own (set with the list, counted with
+        # ``msr_number``) rather than list + number − 1 (timing: the adder was on the bus request).
+        msr_entry = Signal(maxphy - 4)
         msr_word0 = Signal(64)
         msr_word1 = Signal(64)
-        msr_entry_base = msr_list[4:maxphy] + (msr_number - 1)[:maxphy]   # in 16-byte units
+
+        def first_msr_entry(list_address):
+            m.d.sync += [msr_number.eq(1), msr_entry.eq(list_address[4:maxphy])]
+
+        def next_msr_entry():
+            m.d.sync += [msr_number.eq(msr_number + 1), msr_entry.eq(msr_entry + 1)]
+
         # The MSR-load checker sees registered words, and its verdicts are registered before the
         # first failure is picked (timing: entry words → checks → first failure → the next state
         # do not fit one clock cycle).
@@ -1079,9 +1088,7 @@ class VMCSUnit(wiring.Component):
             saved_fields[name] = (Mux(exit_basic, basic, getattr(exit_info, member)), 1)
 
         exit_store_count = field("VM_EXIT_MSR_STORE_COUNT")
-        exit_store_entry = field("VM_EXIT_MSR_STORE_ADDR")[4:maxphy] + (msr_number - 1)[:maxphy]
         exit_load_count = field("VM_EXIT_MSR_LOAD_COUNT")
-        exit_load_entry = field("VM_EXIT_MSR_LOAD_ADDR")[4:maxphy] + (msr_number - 1)[:maxphy]
 
         def guest_msr(index):
             """The guest's value of an MSR, for the VM-exit MSR-store list (0 for MSRs not modelled)."""
@@ -1093,7 +1100,7 @@ class VMCSUnit(wiring.Component):
             return value
 
         def exit_msr_load():
-            m.d.sync += msr_number.eq(1)
+            first_msr_entry(field("VM_EXIT_MSR_LOAD_ADDR"))
             with m.If(exit_load_count != 0):
                 m.next = "Exit-MSR-Load-Index"
             with m.Else():
@@ -1465,7 +1472,7 @@ class VMCSUnit(wiring.Component):
                     m.d.sync += link_revision.eq(self.bus.dat_r[0:32])
                     after_link()
             with m.State("Entry-Read-VTPR"):
-                bus_access((vapic + 0x80)[3:maxphy])
+                bus_access((vapic | 0x80)[3:maxphy])  # page-aligned: no adder
                 with m.If(self.bus.ack):
                     m.d.sync += vtpr.eq(self.bus.dat_r[0:8])
                     after_vtpr()
@@ -1510,18 +1517,18 @@ class VMCSUnit(wiring.Component):
                 with m.Elif(guest_failed):
                     entry_failure(ExitReason.ENTRY_FAIL_GUEST_STATE, guest_qualification, guest_check)
                 with m.Else():                    # the guest state loads now (arch_load_guest)
-                    m.d.sync += msr_number.eq(1)
+                    first_msr_entry(msr_list)
                     with m.If(msr_count != 0):
                         m.next = "Entry-MSR-Read-Index"
                     with m.Else():
                         m.next = "Entry-Complete"
             with m.State("Entry-MSR-Read-Index"):
-                bus_access(Cat(Const(0, 1), msr_entry_base))
+                bus_access(Cat(Const(0, 1), msr_entry))
                 with m.If(self.bus.ack):
                     m.d.sync += msr_word0.eq(self.bus.dat_r)
                     m.next = "Entry-MSR-Read-Value"
             with m.State("Entry-MSR-Read-Value"):
-                bus_access(Cat(Const(1, 1), msr_entry_base))
+                bus_access(Cat(Const(1, 1), msr_entry))
                 with m.If(self.bus.ack):
                     m.d.sync += msr_word1.eq(self.bus.dat_r)
                     m.next = "Entry-MSR-Check"
@@ -1537,7 +1544,7 @@ class VMCSUnit(wiring.Component):
                     entry_failure(ExitReason.ENTRY_FAIL_MSR_LOADING, msr_number, msr_check)
                 with m.Else():
                     load_msr(msr_word0[0:32], msr_word1)
-                    m.d.sync += msr_number.eq(msr_number + 1)
+                    next_msr_entry()
                     with m.If(msr_number == msr_count):
                         m.next = "Entry-Complete"
                     with m.Else():
@@ -1613,21 +1620,27 @@ class VMCSUnit(wiring.Component):
                 m.d.comb += [staged.s_slot.eq(current_slot), staged.s_row.eq(save_row)]
                 m.d.sync += [save_row.eq(save_row + 1), save_select.eq(save_select << 1)]
                 with m.If(save_row == save_rows[-1]):
-                    m.d.sync += [slot_dirty[current_slot].eq(1), msr_number.eq(1)]
+                    m.d.sync += slot_dirty[current_slot].eq(1)
+                    first_msr_entry(field("VM_EXIT_MSR_STORE_ADDR"))
                     with m.If(exit_store_count != 0):
                         m.next = "Exit-MSR-Store-Index"
                     with m.Else():
                         m.d.sync += arch_load_host.eq(1)
                         m.next = "Exit-Load-Host"
             with m.State("Exit-MSR-Store-Index"):
-                bus_access(Cat(Const(0, 1), exit_store_entry))
+                bus_access(Cat(Const(0, 1), msr_entry))
                 with m.If(self.bus.ack):
                     m.d.sync += msr_word0.eq(self.bus.dat_r)
-                    m.next = "Exit-MSR-Store-Value"
+                    m.next = "Exit-MSR-Store-Lookup"
+            with m.State("Exit-MSR-Store-Lookup"):
+                # The guest's value of the entry's MSR, registered before it goes on the bus (timing:
+                # the MSR table's select and the bus's write-data select do not fit one cycle).
+                m.d.sync += msr_word1.eq(guest_msr(msr_word0[0:32]))
+                m.next = "Exit-MSR-Store-Value"
             with m.State("Exit-MSR-Store-Value"):
-                bus_access(Cat(Const(1, 1), exit_store_entry), write=True, data=guest_msr(msr_word0[0:32]))
+                bus_access(Cat(Const(1, 1), msr_entry), write=True, data=msr_word1)
                 with m.If(self.bus.ack):
-                    m.d.sync += msr_number.eq(msr_number + 1)
+                    next_msr_entry()
                     with m.If(msr_number == exit_store_count):
                         m.d.sync += arch_load_host.eq(1)
                         m.next = "Exit-Load-Host"
@@ -1646,15 +1659,15 @@ class VMCSUnit(wiring.Component):
                     ]
                 exit_msr_load()
             with m.State("Exit-MSR-Load-Index"):
-                bus_access(Cat(Const(0, 1), exit_load_entry))
+                bus_access(Cat(Const(0, 1), msr_entry))
                 with m.If(self.bus.ack):
                     m.d.sync += msr_word0.eq(self.bus.dat_r)
                     m.next = "Exit-MSR-Load-Value"
             with m.State("Exit-MSR-Load-Value"):
-                bus_access(Cat(Const(1, 1), exit_load_entry))
+                bus_access(Cat(Const(1, 1), msr_entry))
                 with m.If(self.bus.ack):
                     load_msr(msr_word0[0:32], self.bus.dat_r)
-                    m.d.sync += msr_number.eq(msr_number + 1)
+                    next_msr_entry()
                     with m.If(msr_number == exit_load_count):
                         m.next = "Respond"
                     with m.Else():
