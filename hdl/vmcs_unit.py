@@ -253,6 +253,8 @@ class FieldDecoder(wiring.Component):
     readonly : Out(1)
         A VM-exit information field (type 1).
     high : Out(1)
+
+    ``index``, ``width`` and ``readonly`` are meaningful only when ``supported`` is 1.
     """
 
     def __init__(self, fields):
@@ -275,22 +277,33 @@ class FieldDecoder(wiring.Component):
         m = Module()
         enc = self.encoding
         reserved = (enc[12] | enc[15:32].any() | (self.long_mode & enc[32:64].any()))
-        known = Signal()
-        with m.Switch(enc[0:15]):
-            for i, field in enumerate(self._fields):
-                cases = [field.encoding]
-                if field.width == FieldWidth.BITS64:
-                    cases.append(field.encoding | 1)
-                with m.Case(*cases):
-                    m.d.comb += [
-                        known.eq(1),
-                        self.index.eq(i),
-                        self.width.eq(field.width.value),
-                        self.readonly.eq(field.type == FieldType.EXIT_INFORMATION),
-                    ]
+        # The encoding's parts (SDM vol. 3C §24.11.2, appendix B): access type (bit 0), index (9:1),
+        # type (11:10), width (14:13). Width and type are the field's own; the field is looked up by
+        # its width, type and the low bits of its index (every group's indexes are small), a few
+        # LUTs deep (timing: a switch over every full encoding was nine LUTs deep).
+        index_bits = max(1, max(((f.encoding >> 1) & 0x1FF for f in self._fields), default=0).bit_length())
+        if index_bits > 9:
+            raise ValueError("a field encoding's index has at most 9 bits")
+        key = Cat(enc[1:1 + index_bits], enc[10:12], enc[13:15])
+        rows = {}
+        for i, field in enumerate(self._fields):
+            if field.encoding & 1:
+                raise ValueError(f"{field.name}: a field's encoding has access type 0 (full)")
+            e = field.encoding
+            rows[((e >> 1) & ((1 << index_bits) - 1)) | ((e >> 10) & 3) << index_bits
+                 | ((e >> 13) & 3) << (index_bits + 2)] = i
+
+        def table(bit_of):
+            return Const(sum(1 << k for k, i in rows.items() if bit_of(i)), 1 << len(key)).bit_select(key, 1)
+
+        known = table(lambda i: True) & ~enc[1 + index_bits:10].any()
+        high_ok = ~enc[0] | (enc[13:15] == FieldWidth.BITS64)
         m.d.comb += [
+            self.index.eq(Cat(table(lambda i, b=b: i >> b & 1) for b in range(len(self.index)))),
+            self.width.eq(enc[13:15]),
+            self.readonly.eq(enc[10:12] == FieldType.EXIT_INFORMATION),
             self.high.eq(enc[0]),
-            self.supported.eq(known & ~reserved),
+            self.supported.eq(known & high_ok & ~reserved),
         ]
         return m
 
@@ -604,11 +617,25 @@ class VMCSUnit(wiring.Component):
         xfer_address = Cat(xfer_word, xfer_base[9:])
         launch_address = Cat(Const(_LAUNCH_WORD_OFFSET >> 3, 9), xfer_base[9:])
 
-        xfer_next = Signal.like(xfer_index)         # xfer_index + 1, registered
+        # The next field's index, word and mask, and the index after it, registered a step ahead
+        # (timing: the tables' look-up from the index just counted did not fit the cycle).
+        xfer_next = Signal.like(xfer_index)         # xfer_index + 1
+        xfer_next_word = Signal(9)
+        xfer_next_mask = Signal(64)
+        xfer_after = Signal(len(xfer_index) + 1)    # xfer_index + 2
 
-        def set_xfer_index(value):
-            m.d.sync += [xfer_index.eq(value), xfer_next.eq(value + 1), xfer_word.eq(field_word[value]),
-                         xfer_mask.eq(field_mask[value])]
+        def xfer_from_start():
+            """Start the transfer at field 0."""
+            m.d.sync += [xfer_index.eq(0), xfer_word.eq(words[0]), xfer_mask.eq(field_mask[0].value),
+                         xfer_next.eq(1), xfer_after.eq(2)]
+            if n_fields > 1:
+                m.d.sync += [xfer_next_word.eq(words[1]), xfer_next_mask.eq(field_mask[1].value)]
+
+        def xfer_advance():
+            """Go on to field ``xfer_next``."""
+            m.d.sync += [xfer_index.eq(xfer_next), xfer_word.eq(xfer_next_word), xfer_mask.eq(xfer_next_mask),
+                         xfer_next.eq(xfer_after), xfer_after.eq(xfer_after + 1),
+                         xfer_next_word.eq(field_word[xfer_after]), xfer_next_mask.eq(field_mask[xfer_after])]
 
         # -- capability constants ----------------------------------------------------------------------
         cr0_fixed0, cr0_fixed1 = caps.cr0_fixed
@@ -625,17 +652,26 @@ class VMCSUnit(wiring.Component):
         # What the command's operands and the processor state decide is computed as the command is
         # accepted and registered with it (timing: a table look-up and the decision it feeds do not
         # fit one clock cycle). RDMSR's value comes from the capability table.
+        # The table is looked up in blocks of 64 MSRs (the capability MSRs all lie in 0x480-0x4BF): a
+        # 6-bit look-up in each block and a compare of the index's upper bits, side by side (timing:
+        # a 32-bit compare per MSR and the select after them were nine LUTs deep).
         msr_value = Signal(64)
         msr_known = Signal()
+        index = self.cmd.payload.reg[0:32]
+        blocks = {}
+        for number, value in caps.msrs.items():
+            blocks.setdefault(number >> 6, {})[number & 63] = value
+        found_value, found = Const(0, 64), Const(0, 1)
+        for block, table in sorted(blocks.items()):
+            in_block = index[6:32] == block
+            known = Const(sum(1 << low for low in table), 64).bit_select(index[0:6], 1)
+            value = Array(Const(table.get(low, 0), 64) for low in range(64))[index[0:6]]
+            found_value = found_value | Mux(in_block, value, 0)
+            found = found | (in_block & known)
+        is_feature_control = index == MSR.IA32_FEATURE_CONTROL
         with m.If(self.cmd.valid & self.cmd.ready):
-            with m.Switch(self.cmd.payload.reg[0:32]):
-                for index, value in sorted(caps.msrs.items()):
-                    with m.Case(index):
-                        m.d.sync += [msr_value.eq(value), msr_known.eq(1)]
-                with m.Case(MSR.IA32_FEATURE_CONTROL):
-                    m.d.sync += [msr_value.eq(cpu.feature_control), msr_known.eq(1)]
-                with m.Default():
-                    m.d.sync += [msr_value.eq(0), msr_known.eq(0)]
+            m.d.sync += [msr_value.eq(Mux(is_feature_control, cpu.feature_control, found_value)),
+                         msr_known.eq(is_feature_control | found)]
         # The processor-state conditions of the VMX instructions' checks (SDM vol. 3C §31.2, §31.3),
         # as the processor was when the command was accepted.
         cpl0 = Signal()
@@ -820,11 +856,17 @@ class VMCSUnit(wiring.Component):
         # Its address in 16-byte units, a register of its own (set with the list, counted with
         # ``msr_number``) rather than list + number − 1 (timing: the adder was on the bus request).
         msr_entry = Signal(maxphy - 4)
+        # The list's count, and whether this is its last entry: ``msr_number == msr_list_count`` a
+        # cycle late, good in an entry's later states (never its first; timing: the 32-bit compare
+        # was on the way to the next state).
+        msr_list_count = Signal(32)
+        msr_last = Signal()
+        m.d.sync += msr_last.eq(msr_number == msr_list_count)
         msr_word0 = Signal(64)
         msr_word1 = Signal(64)
 
-        def first_msr_entry(list_address):
-            m.d.sync += [msr_number.eq(1), msr_entry.eq(list_address[4:maxphy])]
+        def first_msr_entry(list_address, count):
+            m.d.sync += [msr_number.eq(1), msr_entry.eq(list_address[4:maxphy]), msr_list_count.eq(count)]
 
         def next_msr_entry():
             m.d.sync += [msr_number.eq(msr_number + 1), msr_entry.eq(msr_entry + 1)]
@@ -982,6 +1024,8 @@ class VMCSUnit(wiring.Component):
         prepare_latency = getattr(ExitDecider, "PREPARE_LATENCY", 0)
         decide_latency = getattr(ExitDecider, "DECIDE_LATENCY", 1)
         settle = Signal(range(prepare_latency + decide_latency + 2))
+        boundary_exit = Signal()                  # Entry-Boundary's verdict, registered
+        boundary_reason = Signal.like(decider.boundary_reason)
         tpr = Signal(4)                           # the guest's task priority (CR8)
         timer = Signal(32)                        # the VMX-preemption timer
         timer_expired = Signal()
@@ -1090,17 +1134,18 @@ class VMCSUnit(wiring.Component):
         exit_store_count = field("VM_EXIT_MSR_STORE_COUNT")
         exit_load_count = field("VM_EXIT_MSR_LOAD_COUNT")
 
-        def guest_msr(index):
-            """The guest's value of an MSR, for the VM-exit MSR-store list (0 for MSRs not modelled)."""
-            value = Signal(64, name="guest_msr_value")
-            with m.Switch(index):
-                for msr, name in GUEST_MSRS.items():
-                    with m.Case(msr):
-                        m.d.comb += value.eq(getattr(st, name))
-            return value
+        # The VM-exit MSR-store list: which modelled MSR an entry names (one-hot in GUEST_MSRS, none
+        # for the others, whose value is stored as 0), decoded as its index word arrives, and the
+        # guest's value of it, selected in the next cycle (timing: the 32-bit compares and the
+        # value select do not fit one cycle together).
+        msr_store_which = Signal(len(GUEST_MSRS))
+        msr_store_value = Signal(64)
+        selected_guest_msr = 0
+        for i, name in enumerate(GUEST_MSRS.values()):
+            selected_guest_msr = selected_guest_msr | Mux(msr_store_which[i], getattr(st, name), 0)
 
         def exit_msr_load():
-            first_msr_entry(field("VM_EXIT_MSR_LOAD_ADDR"))
+            first_msr_entry(field("VM_EXIT_MSR_LOAD_ADDR"), exit_load_count)
             with m.If(exit_load_count != 0):
                 m.next = "Exit-MSR-Load-Index"
             with m.Else():
@@ -1145,7 +1190,7 @@ class VMCSUnit(wiring.Component):
                         vmfail(VMInstructionError.VMCLEAR_VMXON_POINTER)
                     with m.Else():
                         m.d.sync += xfer_base.eq(pointer[3:maxphy])
-                        set_xfer_index(0)
+                        xfer_from_start()
                         with m.If(hits.any()):
                             m.d.sync += xfer_slot.eq(hit_slot)
                             with m.If(slot_dirty[hit_slot]):
@@ -1368,7 +1413,7 @@ class VMCSUnit(wiring.Component):
                 m.d.comb += [store.r_slot.eq(xfer_slot), store.r_index.eq(xfer_next)]
                 with m.If(self.bus.ack):
                     m.d.comb += store.r_en.eq(1)
-                    set_xfer_index(xfer_next)
+                    xfer_advance()
                     with m.If(xfer_index == last_index):
                         with m.If(xfer_evicting):
                             m.next = "Evict-Write-Launch-State"
@@ -1397,7 +1442,7 @@ class VMCSUnit(wiring.Component):
                             slot_shadow[victim].eq(shadow),
                             victim_next.eq(Mux(victim == n_slots - 1, 0, victim + 1)),
                         ]
-                        set_xfer_index(0)
+                        xfer_from_start()
                         with m.If(slot_valid[victim] & slot_dirty[victim]):
                             m.d.sync += xfer_base.eq(Cat(Const(0, 9), slot_tag[victim]))
                             m.d.sync += xfer_evicting.eq(1)
@@ -1423,7 +1468,7 @@ class VMCSUnit(wiring.Component):
                         slot_launched[xfer_slot].eq(self.bus.dat_r[0]),
                         slot_corrupt[xfer_slot].eq(self.bus.dat_r[1]),
                     ]
-                    set_xfer_index(0)
+                    xfer_from_start()
                     m.next = "VMPTRLD-Load"
             with m.State("VMPTRLD-Load"):
                 bus_access(xfer_address)
@@ -1435,7 +1480,7 @@ class VMCSUnit(wiring.Component):
                         staged.w_data.eq(self.bus.dat_r & xfer_mask),
                         staged.w_en.eq(0b11),
                     ]
-                    set_xfer_index(xfer_next)
+                    xfer_advance()
                     with m.If(xfer_index == last_index):
                         m.next = "VMPTRLD-Mark-Held"
             with m.State("VMPTRLD-Mark-Held"):
@@ -1517,7 +1562,7 @@ class VMCSUnit(wiring.Component):
                 with m.Elif(guest_failed):
                     entry_failure(ExitReason.ENTRY_FAIL_GUEST_STATE, guest_qualification, guest_check)
                 with m.Else():                    # the guest state loads now (arch_load_guest)
-                    first_msr_entry(msr_list)
+                    first_msr_entry(msr_list, msr_count)
                     with m.If(msr_count != 0):
                         m.next = "Entry-MSR-Read-Index"
                     with m.Else():
@@ -1545,7 +1590,7 @@ class VMCSUnit(wiring.Component):
                 with m.Else():
                     load_msr(msr_word0[0:32], msr_word1)
                     next_msr_entry()
-                    with m.If(msr_number == msr_count):
+                    with m.If(msr_last):
                         m.next = "Entry-Complete"
                     with m.Else():
                         m.next = "Entry-MSR-Read-Index"
@@ -1589,10 +1634,16 @@ class VMCSUnit(wiring.Component):
                 with m.Else():
                     window = ((decider.boundary_reason == ExitReason.NMI_WINDOW.value) |
                               (decider.boundary_reason == ExitReason.INTERRUPT_WINDOW.value))
-                    with m.If(decider.boundary_exit & ~(injection[31] & window)):
-                        take_exit(decider.boundary_reason)
-                    with m.Else():
-                        respond(Outcome.ENTERED)
+                    m.d.sync += [boundary_exit.eq(decider.boundary_exit & ~(injection[31] & window)),
+                                 boundary_reason.eq(decider.boundary_reason)]
+                    m.next = "Entry-Boundary-Act"
+            with m.State("Entry-Boundary-Act"):
+                # The verdict, registered (timing: the reason's compares and the exit's many
+                # register writes do not fit one cycle).
+                with m.If(boundary_exit):
+                    take_exit(boundary_reason)
+                with m.Else():
+                    respond(Outcome.ENTERED)
 
             # -- a VM exit caused by a VMX instruction in non-root operation (SDM vol. 3C §26.1.2) --
             with m.State("Exit-Write-Reason"):
@@ -1621,7 +1672,7 @@ class VMCSUnit(wiring.Component):
                 m.d.sync += [save_row.eq(save_row + 1), save_select.eq(save_select << 1)]
                 with m.If(save_row == save_rows[-1]):
                     m.d.sync += slot_dirty[current_slot].eq(1)
-                    first_msr_entry(field("VM_EXIT_MSR_STORE_ADDR"))
+                    first_msr_entry(field("VM_EXIT_MSR_STORE_ADDR"), exit_store_count)
                     with m.If(exit_store_count != 0):
                         m.next = "Exit-MSR-Store-Index"
                     with m.Else():
@@ -1630,18 +1681,16 @@ class VMCSUnit(wiring.Component):
             with m.State("Exit-MSR-Store-Index"):
                 bus_access(Cat(Const(0, 1), msr_entry))
                 with m.If(self.bus.ack):
-                    m.d.sync += msr_word0.eq(self.bus.dat_r)
+                    m.d.sync += msr_store_which.eq(Cat(self.bus.dat_r[0:32] == msr for msr in GUEST_MSRS))
                     m.next = "Exit-MSR-Store-Lookup"
             with m.State("Exit-MSR-Store-Lookup"):
-                # The guest's value of the entry's MSR, registered before it goes on the bus (timing:
-                # the MSR table's select and the bus's write-data select do not fit one cycle).
-                m.d.sync += msr_word1.eq(guest_msr(msr_word0[0:32]))
+                m.d.sync += msr_store_value.eq(selected_guest_msr)
                 m.next = "Exit-MSR-Store-Value"
             with m.State("Exit-MSR-Store-Value"):
-                bus_access(Cat(Const(1, 1), msr_entry), write=True, data=msr_word1)
+                bus_access(Cat(Const(1, 1), msr_entry), write=True, data=msr_store_value)
                 with m.If(self.bus.ack):
                     next_msr_entry()
-                    with m.If(msr_number == exit_store_count):
+                    with m.If(msr_last):
                         m.d.sync += arch_load_host.eq(1)
                         m.next = "Exit-Load-Host"
                     with m.Else():
@@ -1668,7 +1717,7 @@ class VMCSUnit(wiring.Component):
                 with m.If(self.bus.ack):
                     load_msr(msr_word0[0:32], self.bus.dat_r)
                     next_msr_entry()
-                    with m.If(msr_number == exit_load_count):
+                    with m.If(msr_last):
                         m.next = "Respond"
                     with m.Else():
                         m.next = "Exit-MSR-Load-Index"

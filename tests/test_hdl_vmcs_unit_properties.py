@@ -86,8 +86,9 @@ def describe(scn, index, hw, expected):
 
 #: Cycles a VM entry that reaches the consistency checks may take beyond its bus transfers and the
 #: gather of the checked fields (one store row a cycle): the check, the first failure picked in two
-#: steps, the decision, the result, and the exit decider's first stage at the entry boundary.
-ENTRY_OVERHEAD = 10 + ExitDecider.PREPARE_LATENCY
+#: steps, the decision, the result, and the exit decider's first stage at the entry boundary, whose
+#: verdict is registered before it is acted on.
+ENTRY_OVERHEAD = 11 + ExitDecider.PREPARE_LATENCY
 #: … and per VM-entry MSR-load entry beyond its two words: its checks, its first failure picked.
 MSR_ENTRY_CHECK_CYCLES = 2
 #: Fields the random programs leave at 0 (see :func:`random_program`).
