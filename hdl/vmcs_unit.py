@@ -318,7 +318,11 @@ class VMCSStore(wiring.Component):
     * a whole row of every bank (``g_slot``, ``g_row``, ``g_en`` → ``g_data``), ``banks`` fields a cycle,
       for the VM-entry checker's gather. ``g_en`` has priority.
 
-    Reads are synchronous (data one cycle after the enable, held while the enable is low). Writes of a
+    Reads take two cycles: the data is there in the second cycle after the enable and held while no
+    other read is made. Each bank's block-RAM output goes through a register beside it before the
+    bank select and the readers (timing: a block RAM's clock-to-out is 5.8 ns on the ECP5, and the
+    eight banks are spread over the die; with one cycle, block RAM → bank select → the bus's write
+    data was the unit's critical path at 63814b0). Writes of a
     single field take effect at the clock edge, per 32-bit half (``w_en[0]`` bits 31:0, ``w_en[1]``
     bits 63:32). A row write (``s_slot``, ``s_row``, ``s_data``, one enable per bank in ``s_en``) stores
     up to ``banks`` fields at once, for the guest-state save of a VM exit; a bank it enables ignores
@@ -375,9 +379,11 @@ class VMCSStore(wiring.Component):
         r_bank, r_row = split(self.r_index)
         w_bank, w_row = split(self.w_index)
         r_bank_q = Signal.like(r_bank) if bank_bits else Const(0, 1)
+        r_bank_qq = Signal.like(r_bank) if bank_bits else Const(0, 1)     # with the bank registers
         if bank_bits:
             with m.If(self.r_en & ~self.g_en):
                 m.d.sync += r_bank_q.eq(r_bank)
+            m.d.sync += r_bank_qq.eq(r_bank_q)
         read_data = []
         for bank in range(self._banks):
             memory = Memory(shape=64, depth=depth, init=[])
@@ -388,14 +394,16 @@ class VMCSStore(wiring.Component):
                 rd.addr.eq(Mux(self.g_en, address(self.g_slot, self.g_row),
                                address(self.r_slot, r_row))),
                 rd.en.eq(self.g_en | self.r_en),
-                self.g_data[bank].eq(rd.data),
                 wr.addr.eq(Mux(self.s_en[bank], address(self.s_slot, self.s_row), address(self.w_slot, w_row))),
                 wr.data.eq(Mux(self.s_en[bank], self.s_data[bank], self.w_data)),
                 wr.en.eq(Mux(self.s_en[bank], 0b11,
                              Mux(w_bank == bank, self.w_en, 0) if bank_bits else self.w_en)),
             ]
-            read_data.append(rd.data)
-        m.d.comb += self.r_data.eq(Array(read_data)[r_bank_q] if bank_bits else read_data[0])
+            bank_data = Signal(64, name=f"bank{bank}_data")
+            m.d.sync += bank_data.eq(rd.data)
+            m.d.comb += self.g_data[bank].eq(bank_data)
+            read_data.append(bank_data)
+        m.d.comb += self.r_data.eq(Array(read_data)[r_bank_qq] if bank_bits else read_data[0])
         return m
 
 
@@ -738,17 +746,23 @@ class VMCSUnit(wiring.Component):
         def fault(kind):
             respond(Outcome.FAULT, fault=kind)
 
+        # VMfailValid's error number reaches the VMCS in the first cycle of Respond, from registers
+        # (``error_write``, the result's error; timing: the many conditions that end in a VMfail
+        # and the store's write port did not fit one cycle). It lands before the next command can
+        # read it (the staged write's note above).
+        error_write = Signal()
+        error_slot = Signal.like(current_slot)
+        m.d.sync += error_write.eq(0)
+        # A VMWRITE that writes: every check it passes, evaluated in Decode-Field on registers and the
+        # decoder and registered, so that Execute's write is a select on a flip-flop (timing).
+        vmwrite_go = Signal()                     # 1 only in the cycle after Decode-Field
+        m.d.sync += vmwrite_go.eq(0)
+
         def vmfail(number):
             """VMfail(n): VMfailValid(n) with n written to the current VMCS, else VMfailInvalid."""
             with m.If(current_valid):
                 respond(Outcome.FAIL_VALID, error=number.value)
-                m.d.sync += slot_dirty[current_slot].eq(1)
-                m.d.comb += [
-                    staged.w_slot.eq(current_slot),
-                    staged.w_index.eq(error_index),
-                    staged.w_data.eq(number.value),
-                    staged.w_en.eq(0b11),
-                ]
+                m.d.sync += [slot_dirty[current_slot].eq(1), error_write.eq(1), error_slot.eq(current_slot)]
             with m.Else():
                 respond(Outcome.FAIL_INVALID)
 
@@ -799,14 +813,16 @@ class VMCSUnit(wiring.Component):
         gathered = {f.name: Signal(f.bits, name=f"entry_{f.name.lower()}") for f in self.entry_fields}
         gather_row = Signal(range(max(2, store.rows)))
         gather_last_row = self.entry_gather_cycles - 1
-        # Each row's registers take the store's data the cycle after the row is read, enabled by a
-        # register of their own: a row is ~500 flip-flops, too many for one enable decoded in the
-        # same cycle (timing). ``gather_reading`` is one-hot over the rows, the row Entry-Gather reads this cycle (all
-        # zero outside Entry-Gather), so each enable is a plain copy of a register.
+        # Each row's registers take the store's data when it comes, two cycles after the row is read,
+        # enabled by a register of their own: a row is ~500 flip-flops, too many for one enable
+        # decoded in the same cycle (timing). ``gather_reading`` is one-hot over the rows, the row
+        # Entry-Gather reads this cycle (all zero outside Entry-Gather), so each enable is a plain
+        # copy of a register, two cycles late.
         gather_reading = Signal(self.entry_gather_cycles)
         for row in range(self.entry_gather_cycles):
+            reading = Signal(name=f"gather_read_row{row}")
             capture = Signal(name=f"gather_capture_row{row}")
-            m.d.sync += capture.eq(gather_reading[row])
+            m.d.sync += [reading.eq(gather_reading[row]), capture.eq(reading)]
             with m.If(capture):
                 for bank in range(self.banks):
                     index = row * self.banks + bank
@@ -1222,23 +1238,10 @@ class VMCSUnit(wiring.Component):
                     with m.Elif(~field_ok):
                         vmfail(VMInstructionError.UNSUPPORTED_VMCS_COMPONENT)
                     with m.Elif(op == VMXOp.VMREAD):
-                        m.next = "VMREAD-Respond"
+                        m.next = "VMREAD-Read"
                     with m.Elif(field_ro & (not caps.vmwrite_exit_info)):
                         vmfail(VMInstructionError.VMWRITE_READ_ONLY_COMPONENT)
-                    with m.Else():
-                        value = operand[0:64]
-                        m.d.comb += [staged.w_slot.eq(current_slot), staged.w_index.eq(field_index)]
-                        with m.Switch(field_width):
-                            with m.Case(FieldWidth.BITS16):
-                                m.d.comb += [staged.w_data.eq(value[0:16]), staged.w_en.eq(0b11)]
-                            with m.Case(FieldWidth.BITS32):
-                                m.d.comb += [staged.w_data.eq(value[0:32]), staged.w_en.eq(0b11)]
-                            with m.Default():
-                                with m.If(field_high):
-                                    m.d.comb += [staged.w_data.eq(value[0:32] << 32),
-                                                 staged.w_en.eq(0b10)]
-                                with m.Else():
-                                    m.d.comb += [staged.w_data.eq(src_value), staged.w_en.eq(0b11)]
+                    with m.Else():                # the write: ``vmwrite_go``, after the sequencer
                         m.d.sync += slot_dirty[current_slot].eq(1)
                         respond(Outcome.SUCCEED)
 
@@ -1272,7 +1275,7 @@ class VMCSUnit(wiring.Component):
 
         fsm_executing = Signal()
         # A VMREAD reads the field decoded (and registered) at acceptance from the current VMCS while
-        # the command executes; the data is there the cycle after (VMREAD-Respond).
+        # the command executes; the data is there two cycles later (VMREAD-Read, VMREAD-Respond).
         m.d.comb += [
             store.r_slot.eq(current_slot),
             store.r_index.eq(field_index),
@@ -1320,6 +1323,9 @@ class VMCSUnit(wiring.Component):
                     field_width.eq(decoder.width),
                     field_ro.eq(decoder.readonly),
                     field_high.eq(decoder.high),
+                    # the path to VMWRITE's write in Execute (§31.3 VMWRITE, in the order checked)
+                    vmwrite_go.eq((op == VMXOp.VMWRITE) & in_vmx & ~mode_ud & ~non_root & cpl0 & current_valid
+                                  & decoder.supported & ~(decoder.readonly & (not caps.vmwrite_exit_info))),
                 ]
                 m.next = "Execute"
 
@@ -1383,6 +1389,9 @@ class VMCSUnit(wiring.Component):
                         with m.Else():
                             root_instruction()
 
+            with m.State("VMREAD-Read"):
+                # (The store's read takes two cycles.)
+                m.next = "VMREAD-Respond"
             with m.State("VMREAD-Respond"):
                 with m.If(field_high):
                     respond(Outcome.SUCCEED, value=stored[32:64])
@@ -1405,14 +1414,19 @@ class VMCSUnit(wiring.Component):
 
             # -- VMCLEAR: write back a resident VMCS, then mark the region clear -------------------
             # -- write every field of slot ``xfer_slot`` back to its region (VMCLEAR, eviction) ----
+            # A field's read is made a cycle ahead of its bus write (Writeback-Read, then at each ack
+            # the next one), and waited for (Writeback-Wait: the store's read takes two cycles).
             with m.State("Writeback-Prime"):
                 m.d.comb += [store.r_slot.eq(xfer_slot), store.r_index.eq(0), store.r_en.eq(1)]
+                m.next = "Writeback-Wait"
+            with m.State("Writeback-Wait"):
                 m.next = "Writeback"
             with m.State("Writeback"):
                 bus_access(xfer_address, write=True, data=stored)
                 m.d.comb += [store.r_slot.eq(xfer_slot), store.r_index.eq(xfer_next)]
                 with m.If(self.bus.ack):
                     m.d.comb += store.r_en.eq(1)
+                    m.next = "Writeback-Wait"
                     xfer_advance()
                     with m.If(xfer_index == last_index):
                         with m.If(xfer_evicting):
@@ -1504,6 +1518,8 @@ class VMCSUnit(wiring.Component):
                 with m.If(gather_row == gather_last_row):
                     m.next = "Entry-Gathered"
             with m.State("Entry-Gathered"):
+                m.next = "Entry-Gathered-Last"
+            with m.State("Entry-Gathered-Last"):
                 # The last row is captured at the end of this cycle.
                 m.next = "Entry-Fetch"
             with m.State("Entry-Fetch"):
@@ -1827,6 +1843,25 @@ class VMCSUnit(wiring.Component):
                     m.next = "Idle"
 
         fsm.state.attrs["fsm_encoding"] = "one-hot"
+
+        # The store writes of VMWRITE (in Execute) and of VMfailValid's error number (Respond's first
+        # cycle), from registers; no state writes the store in either cycle.
+        with m.If(fsm_executing & vmwrite_go):
+            value = operand[0:64]
+            m.d.comb += [staged.w_slot.eq(current_slot), staged.w_index.eq(field_index)]
+            with m.Switch(field_width):
+                with m.Case(FieldWidth.BITS16):
+                    m.d.comb += [staged.w_data.eq(value[0:16]), staged.w_en.eq(0b11)]
+                with m.Case(FieldWidth.BITS32):
+                    m.d.comb += [staged.w_data.eq(value[0:32]), staged.w_en.eq(0b11)]
+                with m.Default():
+                    with m.If(field_high):
+                        m.d.comb += [staged.w_data.eq(value[0:32] << 32), staged.w_en.eq(0b10)]
+                    with m.Else():
+                        m.d.comb += [staged.w_data.eq(src_value), staged.w_en.eq(0b11)]
+        with m.If(error_write):
+            m.d.comb += [staged.w_slot.eq(error_slot), staged.w_index.eq(error_index),
+                         staged.w_data.eq(result.error), staged.w_en.eq(0b11)]
         with m.If(~powered):
             m.d.sync += fsm.state.eq(fsm.state.init)
 

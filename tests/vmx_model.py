@@ -234,6 +234,7 @@ class VMXModel:
         self.victim_next = 0
         self.bus_words = 0
         self.msr_entries_checked = 0     # VM-entry MSR-load entries the last instruction checked
+        self.fields_written_back = 0     # VMCS fields the last instruction wrote back to memory
 
     # -- configuration answers, from the MSR values (SDM vol. 3D appendix A) ---------------------
 
@@ -394,6 +395,7 @@ class VMXModel:
         if slot.dirty:
             for field in self.fields:
                 self._mem_write(slot.pointer + field_offset(field.encoding), slot.fields[field.encoding], 8)
+            self.fields_written_back += len(self.fields)
         self._mem_write(slot.pointer + LAUNCH_WORD_OFFSET, launch_word, 4)
         self.slots[index] = None
         if self.current == index:
@@ -417,6 +419,7 @@ class VMXModel:
     def _begin(self):
         self.bus_words = 0
         self.msr_entries_checked = 0
+        self.fields_written_back = 0
 
     def vmxon(self, ptr):
         self._begin()
@@ -867,12 +870,15 @@ def model_for(scn):
 def model_rows(scn, model=None):
     """Replay a scenario on the model; return (rows, bus words per step, model).
 
-    ``model.msr_entries_by_step`` holds the VM-entry MSR-load entries each step checked."""
+    ``model.msr_entries_by_step`` holds the VM-entry MSR-load entries each step checked,
+    ``model.written_back_by_step`` the VMCS fields each step wrote back to memory."""
     model = model or model_for(scn)
     rows, words = [], []
     model.msr_entries_by_step = []
+    model.written_back_by_step = []
     for s in scn.steps:
         rows.append(model.execute(s.op, s.args))
         words.append(model.bus_words)
         model.msr_entries_by_step.append(model.msr_entries_checked)
+        model.written_back_by_step.append(model.fields_written_back)
     return rows, words, model
