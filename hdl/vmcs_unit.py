@@ -747,11 +747,10 @@ class VMCSUnit(wiring.Component):
             respond(Outcome.FAULT, fault=kind)
 
         # VMfailValid's error number reaches the VMCS in the first cycle of Respond, from registers
-        # (``error_write``, the result's error; timing: the many conditions that end in a VMfail
-        # and the store's write port did not fit one cycle). It lands before the next command can
-        # read it (the staged write's note above).
+        # (``error_write``, the result's error, the current slot, which no VMfail changes; timing:
+        # the many conditions that end in a VMfail and the store's write port did not fit one
+        # cycle). It lands before the next command can read it (the staged write's note above).
         error_write = Signal()
-        error_slot = Signal.like(current_slot)
         m.d.sync += error_write.eq(0)
         # A VMWRITE that writes: every check it passes, evaluated in Decode-Field on registers and the
         # decoder and registered, so that Execute's write is a select on a flip-flop (timing).
@@ -762,7 +761,7 @@ class VMCSUnit(wiring.Component):
             """VMfail(n): VMfailValid(n) with n written to the current VMCS, else VMfailInvalid."""
             with m.If(current_valid):
                 respond(Outcome.FAIL_VALID, error=number.value)
-                m.d.sync += [slot_dirty[current_slot].eq(1), error_write.eq(1), error_slot.eq(current_slot)]
+                m.d.sync += [slot_dirty[current_slot].eq(1), error_write.eq(1)]
             with m.Else():
                 respond(Outcome.FAIL_INVALID)
 
@@ -1860,7 +1859,7 @@ class VMCSUnit(wiring.Component):
                     with m.Else():
                         m.d.comb += [staged.w_data.eq(src_value), staged.w_en.eq(0b11)]
         with m.If(error_write):
-            m.d.comb += [staged.w_slot.eq(error_slot), staged.w_index.eq(error_index),
+            m.d.comb += [staged.w_slot.eq(current_slot), staged.w_index.eq(error_index),
                          staged.w_data.eq(result.error), staged.w_en.eq(0b11)]
         with m.If(~powered):
             m.d.sync += fsm.state.eq(fsm.state.init)
