@@ -3,8 +3,8 @@ firmware of ``fpga/firmware`` and checking the log it prints on the UART.
 
 The quick test runs only the banner (program selection 3: no program), which still needs the core,
 the RAM image, the UART and the unit's ID register (~15k cycles, under a minute with the build). The
-two programs take about 0.85 million cycles together; Icarus runs this SoC at 2000-5000 cycles/s, so
-they are marked slow (about 3-6 minutes). Amaranth's own simulator cannot run the SoC: PicoRV32 is a
+two programs take about 1.07 million cycles together; Icarus runs this SoC at 2000-8000 cycles/s, so
+they are marked slow (about 2-6 minutes). Amaranth's own simulator cannot run the SoC: PicoRV32 is a
 Verilog black box, and the rest alone runs at ~1800 cycles/s (see fpga/README.md).
 
 ``HWVIRT_WAVES=1`` writes an FST waveform with a GTKWave save file to ``build/fpga/waves/``.
