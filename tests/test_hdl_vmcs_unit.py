@@ -1034,6 +1034,56 @@ def test_vmcs_store_signature():
     }
 
 
+def test_vmcs_store_reads_take_two_cycles():
+    """A single-field read and a row read (the gather) give their data in the second cycle after the
+    enable, through the register beside each bank, and hold it while no other read is made; a row
+    write (the save) and a field write land at the clock edge."""
+    from amaranth.sim import Simulator
+    store = VMCSStore(slots=2, n_fields=20, banks=8)      # 3 rows
+    seen = {}
+
+    async def tb(ctx):
+        for index in (3, 13):                             # bank 3 of rows 0 and 1, slot 1
+            ctx.set(store.w_slot, 1)
+            ctx.set(store.w_index, index)
+            ctx.set(store.w_data, 0x1111_0000_0000_0000 | index)
+            ctx.set(store.w_en, 0b11)
+            await ctx.tick()
+        ctx.set(store.w_en, 0)
+        ctx.set(store.s_slot, 1)
+        ctx.set(store.s_row, 2)
+        ctx.set(store.s_data, [0x2222_0000_0000_0000 | bank for bank in range(8)])
+        ctx.set(store.s_en, 0b1111)                       # fields 16-19
+        await ctx.tick()
+        ctx.set(store.s_en, 0)
+        ctx.set(store.r_slot, 1)
+        ctx.set(store.r_index, 13)
+        ctx.set(store.r_en, 1)
+        await ctx.tick()
+        ctx.set(store.r_en, 0)
+        ctx.set(store.r_index, 3)                         # ignored without the enable
+        seen["one cycle"] = ctx.get(store.r_data)
+        await ctx.tick()
+        seen["two cycles"] = ctx.get(store.r_data)
+        await ctx.tick().repeat(3)
+        seen["held"] = ctx.get(store.r_data)
+        ctx.set(store.g_slot, 1)
+        ctx.set(store.g_row, 2)
+        ctx.set(store.g_en, 1)
+        await ctx.tick()
+        ctx.set(store.g_en, 0)
+        await ctx.tick()
+        seen["row"] = [ctx.get(store.g_data[bank]) for bank in range(8)]
+
+    sim = Simulator(store)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    run_simulation(sim)
+    assert seen["one cycle"] != 0x1111_0000_0000_000D
+    assert seen["two cycles"] == seen["held"] == 0x1111_0000_0000_000D
+    assert seen["row"] == [0x2222_0000_0000_0000 | bank for bank in range(4)] + [0] * 4
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2"])
 def test_vmcs_unit_rejects_bad_slot_count(bad):
     with pytest.raises(ValueError):
