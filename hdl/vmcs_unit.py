@@ -287,9 +287,10 @@ class FieldDecoder(wiring.Component):
         key = Cat(enc[1:1 + index_bits], enc[10:12], enc[13:15])
         rows = {}
         for i, field in enumerate(self._fields):
-            if field.encoding & 1:
-                raise ValueError(f"{field.name}: a field's encoding has access type 0 (full)")
             e = field.encoding
+            if e & 1:
+                raise ValueError(f"{field.name}: encoding {e:#x} has access type 1 (high); a field is "
+                                 f"named by its full encoding")
             rows[((e >> 1) & ((1 << index_bits) - 1)) | ((e >> 10) & 3) << index_bits
                  | ((e >> 13) & 3) << (index_bits + 2)] = i
 
@@ -1413,8 +1414,8 @@ class VMCSUnit(wiring.Component):
 
             # -- VMCLEAR: write back a resident VMCS, then mark the region clear -------------------
             # -- write every field of slot ``xfer_slot`` back to its region (VMCLEAR, eviction) ----
-            # A field's read is made a cycle ahead of its bus write (Writeback-Read, then at each ack
-            # the next one), and waited for (Writeback-Wait: the store's read takes two cycles).
+            # A field's read is made before its bus write (field 0 in Writeback-Prime, each next one
+            # at the ack of the one before) and waited for (Writeback-Wait: a read takes two cycles).
             with m.State("Writeback-Prime"):
                 m.d.comb += [store.r_slot.eq(xfer_slot), store.r_index.eq(0), store.r_en.eq(1)]
                 m.next = "Writeback-Wait"
