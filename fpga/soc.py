@@ -268,9 +268,15 @@ class SharedRAM(wiring.Component):
         index_bits = ceil_log2(self.depth)
         cpu, wb = self.cpu, self.wb
 
+        # Where a granted access is: in the block RAMs (*t* + 1), its read data out (*t* + 2), and for
+        # the unit its data registered and acknowledged (*t* + 3).
+        cpu_reading, cpu_answer = Signal(), Signal()
+        wb_reading, wb_answer, wb_acked = Signal(), Signal(), Signal()
+        cpu_in_flight = cpu_reading | cpu_answer
+        wb_in_flight = wb_reading | wb_answer | wb_acked
+
         # The unit's request, registered before it competes.
         wb_captured = Signal()                # registered, not yet granted
-        wb_in_flight = Signal()               # granted, not yet acknowledged
         adr = Signal.like(wb.adr)
         dat_w = Signal.like(wb.dat_w)
         sel = Signal.like(wb.sel)
@@ -278,8 +284,9 @@ class SharedRAM(wiring.Component):
         with m.If(wb.cyc & wb.stb & ~wb_captured & ~wb_in_flight):
             m.d.sync += [wb_captured.eq(1), adr.eq(wb.adr), dat_w.eq(wb.dat_w), sel.eq(wb.sel), we.eq(wb.we)]
 
+        wb_beyond = adr[index_bits:] != 0     # beyond the RAM: reads 0, writes dropped
+
         # Step 1 (t): grant, round robin, and register the granted access.
-        cpu_in_flight = Signal()
         last_wb = Signal()
         cpu_req = cpu.valid & ~cpu_in_flight
         grant_wb = wb_captured & (~cpu_req | ~last_wb)
@@ -289,44 +296,32 @@ class SharedRAM(wiring.Component):
         ram_we = Signal(8)
         with m.If(grant_wb):
             m.d.sync += [
-                wb_captured.eq(0), wb_in_flight.eq(1),
+                wb_captured.eq(0),
                 ram_addr.eq(adr[0:index_bits]), ram_data.eq(dat_w),
-                ram_we.eq(Mux(we & (adr[index_bits:] == 0), sel, 0)),
+                ram_we.eq(Mux(we & ~wb_beyond, sel, 0)),
             ]
         with m.Else():
             m.d.sync += [
                 ram_addr.eq(cpu.addr[3:3 + index_bits]), ram_data.eq(Cat(cpu.wdata, cpu.wdata)),
                 ram_we.eq(Mux(grant_cpu, Mux(cpu.addr[2], cpu.wstrb << 4, cpu.wstrb), 0)),
             ]
-        with m.If(grant_cpu):
-            m.d.sync += cpu_in_flight.eq(1)
         with m.If(grant_wb | grant_cpu):
             m.d.sync += last_wb.eq(grant_wb)
 
         # Step 2 (t + 1): the block RAMs take the access.
         m.d.comb += [rd.addr.eq(ram_addr), wr.addr.eq(ram_addr), wr.data.eq(ram_data), wr.en.eq(ram_we)]
-        cpu_reading = Signal()
-        wb_reading = Signal()
         upper = [Signal(name="upper1"), Signal(name="upper2")]
         beyond = [Signal(name="beyond1"), Signal(name="beyond2")]
         m.d.sync += [
             cpu_reading.eq(grant_cpu), upper[0].eq(cpu.addr[2]), upper[1].eq(upper[0]),
-            wb_reading.eq(grant_wb), beyond[0].eq(adr[index_bits:] != 0), beyond[1].eq(beyond[0]),
+            wb_reading.eq(grant_wb), beyond[0].eq(wb_beyond), beyond[1].eq(beyond[0]),
         ]
 
         # Step 3 (t + 2): the read data; the core's is answered now, the unit's registered first.
-        cpu_answer = Signal()
-        wb_answer = Signal()
         wb_data = Signal(64)
-        m.d.sync += [cpu_answer.eq(cpu_reading), wb_answer.eq(wb_reading)]
-        with m.If(cpu_answer):
-            m.d.sync += cpu_in_flight.eq(0)
+        m.d.sync += [cpu_answer.eq(cpu_reading), wb_answer.eq(wb_reading), wb_acked.eq(wb_answer)]
         with m.If(wb_answer):
             m.d.sync += wb_data.eq(Mux(beyond[1], 0, rd.data))
-        wb_acked = Signal()
-        m.d.sync += wb_acked.eq(wb_answer)
-        with m.If(wb_acked):                  # the unit drops its request after the ack
-            m.d.sync += wb_in_flight.eq(0)
         m.d.comb += [
             wb.ack.eq(wb_acked), wb.dat_r.eq(wb_data),
             cpu.ready.eq(cpu_answer), cpu.rdata.eq(Mux(upper[1], rd.data[32:64], rd.data[0:32])),

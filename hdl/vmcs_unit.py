@@ -1846,7 +1846,7 @@ class VMCSUnit(wiring.Component):
 
         # The store writes of VMWRITE (in Execute) and of VMfailValid's error number (Respond's first
         # cycle), from registers; no state writes the store in either cycle.
-        with m.If(fsm_executing & vmwrite_go):
+        with m.If(vmwrite_go):                    # (Execute: it follows Decode-Field)
             value = operand[0:64]
             m.d.comb += [staged.w_slot.eq(current_slot), staged.w_index.eq(field_index)]
             with m.Switch(field_width):
