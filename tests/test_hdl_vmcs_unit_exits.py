@@ -287,6 +287,26 @@ def test_exit_msr_lists():
     assert eip == 0xFFFF_8000_0000_0042                                    # loaded after the host state
 
 
+
+def test_exit_with_only_an_msr_store_list_answers_with_the_host_state():
+    """After an MSR-store list the host state lands a cycle after Exit-Load-Host: the result waits
+    for it."""
+    fields = valid_fields(VM_EXIT_MSR_STORE_COUNT=1, VM_EXIT_MSR_STORE_ADDR=EXIT_STORE,
+                          GUEST_SYSENTER_ESP=0x1234)
+    memory = {EXIT_STORE: (0x175).to_bytes(8, "little") + bytes(8)}
+
+    async def body(driver, unit, ctx):
+        await launch(driver, fields)
+        # The state is sampled in the cycle the exit's result is first valid.
+        _, state, _ = await driver._handshake("guest", pack(GuestEvent, event("cpuid", len=2)),
+                                              what="CPUID", limit=10_000, sample="arch_state")
+        return driver.memory.read(EXIT_STORE, 16), data.Const(unit.arch_state.shape(), state)
+
+    stored, state = run(body, memory)
+    assert int.from_bytes(stored[8:16], "little") == 0x1234                # IA32_SYSENTER_ESP of the guest
+    assert (state.rip, state.cr3, state.rflags, state.sysenter_esp) == (
+        fields["HOST_RIP"], fields["HOST_CR3"], 2, fields["HOST_IA32_SYSENTER_ESP"])
+
 def test_entry_failure_loads_the_exit_msr_list():
     fields = valid_fields(GUEST_RFLAGS=0, VM_EXIT_MSR_LOAD_COUNT=1, VM_EXIT_MSR_LOAD_ADDR=EXIT_LOAD)  # bit 1 must be 1
     memory = {EXIT_LOAD: (0x176).to_bytes(8, "little") + (0x77).to_bytes(8, "little")}
