@@ -960,8 +960,6 @@ class VMCSUnit(wiring.Component):
         msr_write = Signal(len(GUEST_MSRS))
         msr_write_value = Signal(64)
         m.d.sync += msr_write.eq(0)
-        arch_load_next = Signal()         # the exit decider's next guest state (with decide())
-        m.d.sync += arch_load_next.eq(0)
         # The two state areas are loaded by a copy of their strobe per architectural register
         # (``strobe_replicas``), a cycle after the strobe: one flip-flop selecting the inputs of all
         # ~2000 was the SoC's critical path (a 17.1 ns net, fpga/README.md).
@@ -1068,9 +1066,10 @@ class VMCSUnit(wiring.Component):
         # The decider is pipelined (ExitDecider.PREPARE_LATENCY, DECIDE_LATENCY): its inputs are held
         # while it settles, the TSC too (RDTSC reads the TSC of the cycle the guest stopped running).
         event_tsc = Signal(64)
-        # (A combinational decider declares no latencies: the unit then gives it one cycle to decide.)
+        # (A combinational decider declares no latencies. The unit gives any decider at least two
+        # cycles to decide: the next guest state's load is strobed two cycles before it lands.)
         prepare_latency = getattr(ExitDecider, "PREPARE_LATENCY", 0)
-        decide_latency = getattr(ExitDecider, "DECIDE_LATENCY", 1)
+        decide_latency = max(getattr(ExitDecider, "DECIDE_LATENCY", 1), 2)
         settle = Signal(range(prepare_latency + decide_latency + 2))
         boundary_exit = Signal()                  # Entry-Boundary's verdict, registered
         boundary_reason = Signal.like(decider.boundary_reason)
@@ -1103,6 +1102,9 @@ class VMCSUnit(wiring.Component):
         ]
         m.d.comb += [controls.cr3_targets[i].eq(field(f"CR3_TARGET_VALUE{i}")) for i in range(4)]
         guest_registers = [name for name, _ in data.Layout.cast(GuestRegisters) if name != "tpr"]
+        # The exit decider's next guest state loads with decide(), by copies of a strobe set two
+        # cycles before (like the state areas' loads).
+        arch_load_next, next_loads = strobe_replicas(m, "arch_load_next", guest_registers)
         m.d.comb += [getattr(decider.guest, name).eq(getattr(st, name)) for name in guest_registers]
 
         # The EPT walker shares the bus: it owns it while the sequencer waits for a translation.
@@ -1131,9 +1133,11 @@ class VMCSUnit(wiring.Component):
                          self.bus.dat_w.eq(walker.bus.dat_w), self.bus.sel.eq(walker.bus.sel)]
 
         def enter_guest_decide(latency):
-            """Go to Guest-Decide, which decides after ``latency`` cycles."""
+            """Go to Guest-Decide, which decides after ``latency`` cycles (at least one: the next guest
+            state's load is strobed two cycles before it lands)."""
+            assert latency >= 1
             m.d.sync += settle.eq(latency)
-            if latency == 0:
+            if latency == 1:
                 m.d.sync += arch_load_next.eq(1)
             m.next = "Guest-Decide"
 
@@ -1141,7 +1145,7 @@ class VMCSUnit(wiring.Component):
             """Apply the exit decision for the current event: the guest state it leaves, then an exit
             or the no-exit result."""
             decision, after = decider.decision, decider.next_guest
-            # (The guest registers take ``after`` in this cycle too, strobed by ``arch_load_next``.)
+            # (The guest registers take ``after`` in this cycle too, strobed by ``next_loads``.)
             # The result and the exit information are written whether or not the decision exits,
             # with the verdict as a data select (timing: it reaches no enable of theirs).
             exits = decision.exit
@@ -1821,7 +1825,7 @@ class VMCSUnit(wiring.Component):
             with m.State("Guest-Decide"):
                 with m.If(settle != 0):
                     m.d.sync += settle.eq(settle - 1)
-                    with m.If(settle == 1):
+                    with m.If(settle == 2):
                         m.d.sync += arch_load_next.eq(1)
                 with m.Else():
                     decide()
@@ -1911,8 +1915,9 @@ class VMCSUnit(wiring.Component):
         # The next guest state and the MSR-load writes strobed above. No two of them, and none of
         # them and the area loads, write the same register in one cycle: the MSR writes come at
         # least two cycles after the area loads.
-        with m.If(arch_load_next):
-            m.d.sync += [getattr(st, name).eq(getattr(decider.next_guest, name)) for name in guest_registers]
+        for name in guest_registers:
+            with m.If(next_loads[name]):
+                m.d.sync += getattr(st, name).eq(getattr(decider.next_guest, name))
         for bit, (_, name) in enumerate(GUEST_MSRS.items()):
             with m.If(msr_write[bit]):
                 m.d.sync += getattr(st, name).eq(msr_write_value)
