@@ -358,7 +358,7 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
             nextpnr_opts += f" --no-route --write {name}_placed.json"
         synth = {"synth_opts": "-nowidelut"} if spread is not None else {}
         plan = platform.build(top, name=name, build_dir=str(build_dir), do_build=False,
-                              nextpnr_opts=nextpnr_opts, script_after_read=SCRIPT_AFTER_READ, **synth)
+                              nextpnr_opts=nextpnr_opts, **synth)
         plan.extract(str(build_dir))
         _run_script(build_dir, script, stop_at=_NEXTPNR)
         if spread is not None:
@@ -372,12 +372,12 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
     elif place_only:
         nextpnr_opts += f" --no-route --write {name}_placed.json"
         plan = platform.build(top, name=name, build_dir=str(build_dir), do_build=False,
-                              nextpnr_opts=nextpnr_opts, script_after_read=SCRIPT_AFTER_READ)
+                              nextpnr_opts=nextpnr_opts)
         plan.extract(str(build_dir))
         _run_script(build_dir, script, stop_at=_ICEPACK)
     else:
         platform.build(top, name=name, build_dir=str(build_dir), do_program=False,
-                       nextpnr_opts=nextpnr_opts, script_after_read=SCRIPT_AFTER_READ)
+                       nextpnr_opts=nextpnr_opts)
     report = json.loads(report_path.read_text())
     if place_only:
         # Without routing nextpnr leaves the report's fmax empty; its log has the placement estimate.
@@ -398,10 +398,6 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
 
 #: nextpnr's routers for ECP5 and iCE40 (``--router``).
 ROUTERS = ("router1", "router2")
-#: Yosys commands after reading the design: a flip-flop whose output signal is marked ``keep`` is kept
-#: too, not merged with an identical one (the strobe copies of
-#: :func:`hwvirt.hdl.vmcs_unit.strobe_replicas` would otherwise become one flip-flop again).
-SCRIPT_AFTER_READ = "attrmvcp -copy -attr keep"
 #: The ECP5 boards: their placements can be spread (:mod:`hwvirt.fpga.spread`) and their enables put on
 #: global buffers (:mod:`hwvirt.fpga.globals`).
 ECP5_BOARDS = ("ulx3s-85f",)

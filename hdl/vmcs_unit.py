@@ -430,22 +430,6 @@ def store_order(capabilities):
     return StoreOrder(entry, exit_info, entry + exit_info + rest, len(front))
 
 
-def strobe_replicas(m, name, targets):
-    """A one-cycle strobe register ``name`` (0 unless set by a ``m.d.sync`` statement) and a copy of
-    it per target, each the strobe delayed by one cycle: ``(strobe, {target: copy})``.
-
-    One flip-flop cannot reach the loads of thousands of flip-flops across the die in a clock cycle;
-    a copy per target can. The copies are identical registers, which synthesis would merge back into
-    one: they carry the ``keep`` attribute, and the FPGA build copies it onto the flip-flops that
-    drive them (``attrmvcp -copy -attr keep``, :mod:`hwvirt.fpga.build`), which Yosys does not merge.
-    """
-    strobe = Signal(name=name)
-    m.d.sync += strobe.eq(0)
-    copies = {target: Signal(name=f"{name}_{target}", attrs={"keep": 1}) for target in targets}
-    m.d.sync += [copy.eq(strobe) for copy in copies.values()]
-    return strobe, copies
-
-
 class VMCSUnit(wiring.Component):
     """The VMX instruction unit with its VMCS cache (SDM vol. 3C chapter 31 and §25.11).
 
@@ -792,7 +776,6 @@ class VMCSUnit(wiring.Component):
         exit_basic_reason = Signal.like(exit_info.reason)
         save_row = Signal(range(max(2, store.rows)))
         save_rows = self.exit_save_rows
-        assert len(save_rows) >= 2, "Exit-Save strobes the host state's load a row before its last"
         # One-hot over save_rows: the row Exit-Save writes this cycle, a register per row (it selects
         # ~500 data bits; timing, like the gather's capture enables).
         save_select = Signal(len(save_rows))
@@ -960,93 +943,80 @@ class VMCSUnit(wiring.Component):
         msr_write = Signal(len(GUEST_MSRS))
         msr_write_value = Signal(64)
         m.d.sync += msr_write.eq(0)
-        # The two state areas are loaded by a copy of their strobe per architectural register
-        # (``strobe_replicas``), a cycle after the strobe: one flip-flop selecting the inputs of all
-        # ~2000 was the SoC's critical path (a 17.1 ns net, fpga/README.md).
-        arch_registers = [name for name, _ in data.Layout.cast(ArchState)]
-        arch_load_guest, guest_loads = strobe_replicas(m, "arch_load_guest", arch_registers)
-        arch_load_host, host_loads = strobe_replicas(m, "arch_load_host", arch_registers)
+        arch_load_guest = Signal()        # the guest-state area (VM entry; with Entry-Act)
+        arch_load_host = Signal()         # the host-state area (VM exit, VM-entry failure)
+        arch_load_next = Signal()         # the exit decider's next guest state (with decide())
+        m.d.sync += [arch_load_guest.eq(0), arch_load_host.eq(0), arch_load_next.eq(0)]
 
         def load_guest_state():
-            """SDM vol. 3C §27.3.2: the guest-state area becomes the processor state (each register
-            when its copy of the strobe, ``guest_loads``, is 1)."""
+            """SDM vol. 3C §27.3.2: the guest-state area becomes the processor state."""
             st = self.arch_state
-            loads = {
-                "cr0": guest_cr0, "cr3": field("GUEST_CR3"), "cr4": guest_cr4,
-                "rsp": field("GUEST_RSP"), "rip": field("GUEST_RIP"), "rflags": field("GUEST_RFLAGS"),
-                "sysenter_cs": field("GUEST_SYSENTER_CS"), "sysenter_esp": field("GUEST_SYSENTER_ESP"),
-                "sysenter_eip": field("GUEST_SYSENTER_EIP"), "activity": field("GUEST_ACTIVITY_STATE"),
-                "interruptibility": field("GUEST_INTERRUPTIBILITY_INFO"),
-                "pending_dbg": field("GUEST_PENDING_DBG_EXCEPTIONS"),
-            }
-            for table in ("gdtr", "idtr"):
-                loads[table] = {"base": field(f"GUEST_{table.upper()}_BASE"),
-                                "limit": field(f"GUEST_{table.upper()}_LIMIT")}
+            stmts = [
+                st.cr0.eq(guest_cr0), st.cr3.eq(field("GUEST_CR3")), st.cr4.eq(guest_cr4),
+                st.rsp.eq(field("GUEST_RSP")), st.rip.eq(field("GUEST_RIP")),
+                st.rflags.eq(field("GUEST_RFLAGS")),
+                st.gdtr.base.eq(field("GUEST_GDTR_BASE")), st.gdtr.limit.eq(field("GUEST_GDTR_LIMIT")),
+                st.idtr.base.eq(field("GUEST_IDTR_BASE")), st.idtr.limit.eq(field("GUEST_IDTR_LIMIT")),
+                st.sysenter_cs.eq(field("GUEST_SYSENTER_CS")),
+                st.sysenter_esp.eq(field("GUEST_SYSENTER_ESP")),
+                st.sysenter_eip.eq(field("GUEST_SYSENTER_EIP")),
+                st.activity.eq(field("GUEST_ACTIVITY_STATE")),
+                st.interruptibility.eq(field("GUEST_INTERRUPTIBILITY_INFO")),
+                st.pending_dbg.eq(field("GUEST_PENDING_DBG_EXCEPTIONS")),
+            ]
             for seg in SEGMENTS:
                 name = seg.upper()
-                loads[seg] = {"selector": field(f"GUEST_{name}_SELECTOR"), "base": field(f"GUEST_{name}_BASE"),
-                              "limit": field(f"GUEST_{name}_LIMIT"), "ar": field(f"GUEST_{name}_AR_BYTES")}
-            load_registers(guest_loads, loads)
+                segment = getattr(st, seg)
+                stmts += [segment.selector.eq(field(f"GUEST_{name}_SELECTOR")),
+                          segment.base.eq(field(f"GUEST_{name}_BASE")),
+                          segment.limit.eq(field(f"GUEST_{name}_LIMIT")),
+                          segment.ar.eq(field(f"GUEST_{name}_AR_BYTES"))]
+            m.d.sync += stmts
             with m.If(entry_ctls[2]):                 # load debug controls
-                with m.If(guest_loads["dr7"]):
-                    m.d.sync += st.dr7.eq(field("GUEST_DR7"))
-                with m.If(guest_loads["debugctl"]):
-                    m.d.sync += st.debugctl.eq(field("GUEST_IA32_DEBUGCTL"))
-            with m.If(guest_loads["pat"] & entry_ctls[14]):       # load IA32_PAT
+                m.d.sync += [st.dr7.eq(field("GUEST_DR7")), st.debugctl.eq(field("GUEST_IA32_DEBUGCTL"))]
+            with m.If(entry_ctls[14]):                # load IA32_PAT
                 m.d.sync += st.pat.eq(field("GUEST_IA32_PAT"))
-            with m.If(guest_loads["efer"]):
-                with m.If(entry_ctls[15]):            # load IA32_EFER
-                    m.d.sync += st.efer.eq(field("GUEST_IA32_EFER"))
-                with m.Else():                        # LMA follows "IA-32e mode guest", LME too with paging
-                    m.d.sync += st.efer.eq(Cat(cpu.efer[0:8], Mux(guest_cr0[31], ia32e_guest, cpu.efer[8]),
-                                               cpu.efer[9], ia32e_guest, cpu.efer[11:64]))
+            with m.If(entry_ctls[15]):                # load IA32_EFER
+                m.d.sync += st.efer.eq(field("GUEST_IA32_EFER"))
+            with m.Else():                            # LMA follows "IA-32e mode guest", LME too with paging
+                m.d.sync += st.efer.eq(Cat(cpu.efer[0:8], Mux(guest_cr0[31], ia32e_guest, cpu.efer[8]),
+                                           cpu.efer[9], ia32e_guest, cpu.efer[11:64]))
 
         def load_host_state():
-            """SDM vol. 3C §28.5: the host-state area becomes the processor state (each register when
-            its copy of the strobe, ``host_loads``, is 1)."""
+            """SDM vol. 3C §28.5: the host-state area becomes the processor state (VM-entry failure)."""
             st = self.arch_state
-            loads = {
-                "cr0": field("HOST_CR0"), "cr3": field("HOST_CR3"), "cr4": field("HOST_CR4"),
-                "dr7": 0x400, "debugctl": 0,
-                "rsp": field("HOST_RSP"), "rip": field("HOST_RIP"), "rflags": 0x2,
-                "gdtr": {"base": field("HOST_GDTR_BASE"), "limit": 0xFFFF},
-                "idtr": {"base": field("HOST_IDTR_BASE"), "limit": 0xFFFF},
-                "sysenter_cs": field("HOST_IA32_SYSENTER_CS"),
-                "sysenter_esp": field("HOST_IA32_SYSENTER_ESP"),
-                "sysenter_eip": field("HOST_IA32_SYSENTER_EIP"),
-                "activity": 0, "interruptibility": 0, "pending_dbg": 0,
-            }
+            stmts = [
+                st.cr0.eq(field("HOST_CR0")), st.cr3.eq(field("HOST_CR3")), st.cr4.eq(field("HOST_CR4")),
+                st.dr7.eq(0x400), st.debugctl.eq(0),
+                st.rsp.eq(field("HOST_RSP")), st.rip.eq(field("HOST_RIP")), st.rflags.eq(0x2),
+                st.gdtr.base.eq(field("HOST_GDTR_BASE")), st.gdtr.limit.eq(0xFFFF),
+                st.idtr.base.eq(field("HOST_IDTR_BASE")), st.idtr.limit.eq(0xFFFF),
+                st.sysenter_cs.eq(field("HOST_IA32_SYSENTER_CS")),
+                st.sysenter_esp.eq(field("HOST_IA32_SYSENTER_ESP")),
+                st.sysenter_eip.eq(field("HOST_IA32_SYSENTER_EIP")),
+                st.activity.eq(0), st.interruptibility.eq(0), st.pending_dbg.eq(0),
+            ]
             for seg in SEGMENTS:
+                segment = getattr(st, seg)
                 selector = field(f"HOST_{seg.upper()}_SELECTOR") if seg != "ldtr" else Const(0, 16)
                 base = {"fs": field("HOST_FS_BASE"), "gs": field("HOST_GS_BASE"),
                         "tr": field("HOST_TR_BASE")}.get(seg, 0)
                 limit = 0x67 if seg == "tr" else (0 if seg == "ldtr" else 0xFFFF_FFFF)
-                loads[seg] = {"selector": selector, "base": base, "limit": limit,
-                              "ar": host_segment_access_rights(seg, host64=host64, selector_null=selector == 0)}
-            load_registers(host_loads, loads)
-            with m.If(host_loads["pat"] & exit_ctls[19]):         # load IA32_PAT
+                stmts += [segment.selector.eq(selector), segment.base.eq(base), segment.limit.eq(limit),
+                          segment.ar.eq(host_segment_access_rights(seg, host64=host64,
+                                                                   selector_null=selector == 0))]
+            m.d.sync += stmts
+            with m.If(exit_ctls[19]):                 # load IA32_PAT
                 m.d.sync += st.pat.eq(field("HOST_IA32_PAT"))
-            with m.If(host_loads["efer"]):
-                with m.If(exit_ctls[21]):             # load IA32_EFER
-                    m.d.sync += st.efer.eq(field("HOST_IA32_EFER"))
-                with m.Else():                        # LMA and LME follow "host address-space size"
-                    m.d.sync += st.efer.eq(Cat(cpu.efer[0:8], host64, cpu.efer[9], host64, cpu.efer[11:64]))
-
-        def load_registers(strobes, loads):
-            """Each architectural register of ``loads`` (name → value, or name → {member: value})
-            takes its value when its strobe is 1."""
-            for name, value in loads.items():
-                register = getattr(self.arch_state, name)
-                with m.If(strobes[name]):
-                    if isinstance(value, dict):
-                        m.d.sync += [getattr(register, member).eq(v) for member, v in value.items()]
-                    else:
-                        m.d.sync += register.eq(value)
+            with m.If(exit_ctls[21]):                 # load IA32_EFER
+                m.d.sync += st.efer.eq(field("HOST_IA32_EFER"))
+            with m.Else():                            # LMA and LME follow "host address-space size"
+                m.d.sync += st.efer.eq(Cat(cpu.efer[0:8], host64, cpu.efer[9], host64, cpu.efer[11:64]))
 
         def entry_failure(reason, qualification, check):
             """A VM-entry failure (SDM vol. 3C §27.8): host state, exit reason with bit 31, no launch.
-            The host state is loaded two cycles later (Exit-Write-Qualification, ``host_loads``);
-            nothing reads it before the response, a cycle later at the earliest."""
+            The host state is loaded in the next cycle (Exit-Write-Reason); nothing reads it before
+            the response, two cycles later at the earliest."""
             m.d.sync += arch_load_host.eq(1)
             m.d.sync += [
                 result.outcome.eq(Outcome.ENTRY_FAILED),
@@ -1066,10 +1036,9 @@ class VMCSUnit(wiring.Component):
         # The decider is pipelined (ExitDecider.PREPARE_LATENCY, DECIDE_LATENCY): its inputs are held
         # while it settles, the TSC too (RDTSC reads the TSC of the cycle the guest stopped running).
         event_tsc = Signal(64)
-        # (A combinational decider declares no latencies. The unit gives any decider at least two
-        # cycles to decide: the next guest state's load is strobed two cycles before it lands.)
+        # (A combinational decider declares no latencies: the unit then gives it one cycle to decide.)
         prepare_latency = getattr(ExitDecider, "PREPARE_LATENCY", 0)
-        decide_latency = max(getattr(ExitDecider, "DECIDE_LATENCY", 1), 2)
+        decide_latency = getattr(ExitDecider, "DECIDE_LATENCY", 1)
         settle = Signal(range(prepare_latency + decide_latency + 2))
         boundary_exit = Signal()                  # Entry-Boundary's verdict, registered
         boundary_reason = Signal.like(decider.boundary_reason)
@@ -1102,9 +1071,6 @@ class VMCSUnit(wiring.Component):
         ]
         m.d.comb += [controls.cr3_targets[i].eq(field(f"CR3_TARGET_VALUE{i}")) for i in range(4)]
         guest_registers = [name for name, _ in data.Layout.cast(GuestRegisters) if name != "tpr"]
-        # The exit decider's next guest state loads with decide(), by copies of a strobe set two
-        # cycles before (like the state areas' loads).
-        arch_load_next, next_loads = strobe_replicas(m, "arch_load_next", guest_registers)
         m.d.comb += [getattr(decider.guest, name).eq(getattr(st, name)) for name in guest_registers]
 
         # The EPT walker shares the bus: it owns it while the sequencer waits for a translation.
@@ -1133,11 +1099,9 @@ class VMCSUnit(wiring.Component):
                          self.bus.dat_w.eq(walker.bus.dat_w), self.bus.sel.eq(walker.bus.sel)]
 
         def enter_guest_decide(latency):
-            """Go to Guest-Decide, which decides after ``latency`` cycles (at least one: the next guest
-            state's load is strobed two cycles before it lands)."""
-            assert latency >= 1
+            """Go to Guest-Decide, which decides after ``latency`` cycles."""
             m.d.sync += settle.eq(latency)
-            if latency == 1:
+            if latency == 0:
                 m.d.sync += arch_load_next.eq(1)
             m.next = "Guest-Decide"
 
@@ -1145,7 +1109,7 @@ class VMCSUnit(wiring.Component):
             """Apply the exit decision for the current event: the guest state it leaves, then an exit
             or the no-exit result."""
             decision, after = decider.decision, decider.next_guest
-            # (The guest registers take ``after`` in this cycle too, strobed by ``next_loads``.)
+            # (The guest registers take ``after`` in this cycle too, strobed by ``arch_load_next``.)
             # The result and the exit information are written whether or not the decision exits,
             # with the verdict as a data select (timing: it reaches no enable of theirs).
             exits = decision.exit
@@ -1327,12 +1291,6 @@ class VMCSUnit(wiring.Component):
         # nothing is accepted (``powered`` is 0).
         powered = Signal()
         m.d.sync += powered.eq(1)
-
-        # The state-area loads, strobed by copies of ``arch_load_guest``/``arch_load_host``. They
-        # come before the sequencer: the guest state loads in Entry-Complete's cycle, whose
-        # injection clears interruptibility bits and the activity state after it.
-        load_guest_state()
-        load_host_state()
 
         with m.FSM(name="sequencer") as fsm:
             with m.State("Idle"):
@@ -1728,16 +1686,13 @@ class VMCSUnit(wiring.Component):
                 # (The row's data and enables: ``save_select``, after the sequencer.)
                 m.d.comb += [staged.s_slot.eq(current_slot), staged.s_row.eq(save_row)]
                 m.d.sync += [save_row.eq(save_row + 1), save_select.eq(save_select << 1)]
-                # Without an MSR-store list the host state loads in Exit-Load-Host, two cycles after
-                # the strobe: it is set a row early.
-                with m.If((save_row == save_rows[-2]) & (exit_store_count == 0)):
-                    m.d.sync += arch_load_host.eq(1)
                 with m.If(save_row == save_rows[-1]):
                     m.d.sync += slot_dirty[current_slot].eq(1)
                     first_msr_entry(field("VM_EXIT_MSR_STORE_ADDR"), exit_store_count)
                     with m.If(exit_store_count != 0):
                         m.next = "Exit-MSR-Store-Index"
                     with m.Else():
+                        m.d.sync += arch_load_host.eq(1)
                         m.next = "Exit-Load-Host"
             with m.State("Exit-MSR-Store-Index"):
                 bus_access(Cat(Const(0, 1), msr_entry))
@@ -1757,8 +1712,7 @@ class VMCSUnit(wiring.Component):
                     with m.Else():
                         m.next = "Exit-MSR-Store-Index"
             with m.State("Exit-Load-Host"):
-                # The host state loads now (``host_loads``), or in the next cycle after an MSR-store
-                # list (Respond waits for it).
+                # The host state loads now (arch_load_host, set on the way here).
                 m.d.sync += [non_root.eq(0), timer_expired.eq(0)]
                 if caps.misc >> 5 & 1:
                     # "IA-32e mode guest" := IA32_EFER.LMA of the guest (§28.3, IA32_VMX_MISC[5]).
@@ -1825,7 +1779,7 @@ class VMCSUnit(wiring.Component):
             with m.State("Guest-Decide"):
                 with m.If(settle != 0):
                     m.d.sync += settle.eq(settle - 1)
-                    with m.If(settle == 2):
+                    with m.If(settle == 1):
                         m.d.sync += arch_load_next.eq(1)
                 with m.Else():
                     decide()
@@ -1883,9 +1837,8 @@ class VMCSUnit(wiring.Component):
                     respond(Outcome.SUCCEED)
 
             with m.State("Respond"):
-                # (After the last MSR-load entry of an exit, once its write has landed; after the
-                # host state's load, once it has landed.)
-                m.d.comb += self.resp.valid.eq(~msr_write.any() & ~host_loads["rip"])
+                # (After the last MSR-load entry of an exit, once its write has landed.)
+                m.d.comb += self.resp.valid.eq(~msr_write.any())
                 with m.If(self.resp.valid & self.resp.ready):
                     m.next = "Idle"
 
@@ -1912,12 +1865,15 @@ class VMCSUnit(wiring.Component):
         with m.If(~powered):
             m.d.sync += fsm.state.eq(fsm.state.init)
 
-        # The next guest state and the MSR-load writes strobed above. No two of them, and none of
-        # them and the area loads, write the same register in one cycle: the MSR writes come at
-        # least two cycles after the area loads.
-        for name in guest_registers:
-            with m.If(next_loads[name]):
-                m.d.sync += getattr(st, name).eq(getattr(decider.next_guest, name))
+        # The state-area loads and MSR-load writes strobed above. No two of them, and none of them and
+        # the sequencer's own write (Entry-Complete's injection: interruptibility, activity), write the
+        # same register in one cycle: the MSR writes come at least two cycles after the area loads.
+        with m.If(arch_load_guest):
+            load_guest_state()
+        with m.If(arch_load_host):
+            load_host_state()
+        with m.If(arch_load_next):
+            m.d.sync += [getattr(st, name).eq(getattr(decider.next_guest, name)) for name in guest_registers]
         for bit, (_, name) in enumerate(GUEST_MSRS.items()):
             with m.If(msr_write[bit]):
                 m.d.sync += getattr(st, name).eq(msr_write_value)

