@@ -85,6 +85,14 @@ def event(name, **operands):
     return guest_events.encode({"event": name, **operands})
 
 
+async def state_at_result(driver, unit, name, **operands):
+    """Offer the guest event ``name``; the architectural state in the cycle its result is first
+    valid."""
+    _, state, _ = await driver._handshake("guest", pack(GuestEvent, event(name, **operands)),
+                                          what=name.upper(), limit=10_000, sample="arch_state")
+    return data.Const(unit.arch_state.shape(), state)
+
+
 # -- the state switch ---------------------------------------------------------------------------------
 
 def test_exit_saves_guest_state_and_loads_host_state():
@@ -276,9 +284,7 @@ def test_exit_msr_lists():
         await launch(driver, fields)
         # No MSR bitmaps: the WRMSR exits. The state is sampled in the cycle the exit's result is
         # first valid: the MSR-load list's last write has landed by then.
-        _, state, _ = await driver._handshake("guest", pack(GuestEvent, event("wrmsr", msr=0x1D9, value=0x3)),
-                                              what="WRMSR", limit=10_000, sample="arch_state")
-        state = data.Const(unit.arch_state.shape(), state)
+        state = await state_at_result(driver, unit, "wrmsr", msr=0x1D9, value=0x3)
         return driver.memory.read(EXIT_STORE, 32), state.sysenter_eip
 
     stored, eip = run(body, memory)
@@ -296,10 +302,8 @@ def test_exit_with_only_an_msr_store_list_answers_with_the_host_state():
 
     async def body(driver, unit, ctx):
         await launch(driver, fields)
-        # The state is sampled in the cycle the exit's result is first valid.
-        _, state, _ = await driver._handshake("guest", pack(GuestEvent, event("cpuid", len=2)),
-                                              what="CPUID", limit=10_000, sample="arch_state")
-        return driver.memory.read(EXIT_STORE, 16), data.Const(unit.arch_state.shape(), state)
+        state = await state_at_result(driver, unit, "cpuid", len=2)
+        return driver.memory.read(EXIT_STORE, 16), state
 
     stored, state = run(body, memory)
     assert int.from_bytes(stored[8:16], "little") == 0x1234                # IA32_SYSENTER_ESP of the guest
