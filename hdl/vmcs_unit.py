@@ -735,13 +735,18 @@ class VMCSUnit(wiring.Component):
                          invvpid_bad.eq(invvpid_operand_bad(accepted_type, self.cmd.payload.operand))]
 
         # -- helpers that emit the statements ending a command -----------------------------------------
-        def respond(outcome, *, error=0, fault=Fault.NONE, value=0):
-            m.d.sync += [
-                result.outcome.eq(outcome),
-                result.error.eq(error),
-                result.fault.eq(fault),
-                result.value.eq(value),
-            ]
+        def respond(outcome, *, error=None, fault=None, value=None):
+            """End the command with ``outcome``. The result is cleared as the command (or guest
+            event) is accepted and each path writes ``error``, ``fault`` and ``value`` at most
+            once, so only the ones given are written (timing: each of them has a few writers, not
+            every response's condition in its enable)."""
+            m.d.sync += result.outcome.eq(outcome)
+            if error is not None:
+                m.d.sync += result.error.eq(error)
+            if fault is not None:
+                m.d.sync += result.fault.eq(fault)
+            if value is not None:
+                m.d.sync += result.value.eq(value)
             m.next = "Respond"
 
         def fault(kind):
@@ -788,7 +793,9 @@ class VMCSUnit(wiring.Component):
             """Start a VM exit with the basic ``reason`` only (SDM vol. 3C §28.1; the exits with more
             information are the exit decider's and the EPT walker's): save guest state, then load
             host state."""
-            m.d.sync += [exit_basic.eq(1), exit_basic_reason.eq(reason), result.qualification.eq(0),
+            # (The result's qualification is still 0, as cleared when the command or event was
+            # accepted: no path writes it before a basic exit.)
+            m.d.sync += [exit_basic.eq(1), exit_basic_reason.eq(reason),
                          result.outcome.eq(Outcome.EXIT), result.exit_reason.eq(reason)]
             start_save()
 
@@ -1292,6 +1299,11 @@ class VMCSUnit(wiring.Component):
         powered = Signal()
         m.d.sync += powered.eq(1)
 
+        # The result is cleared as a command or a guest event is accepted, after the sequencer (so
+        # the clear is a plain synchronous reset, not one that yields to every state's writes:
+        # timing; no state writes the result in Idle).
+        result_clear = Signal()
+
         with m.FSM(name="sequencer") as fsm:
             with m.State("Idle"):
                 # ``guest.ready`` does not depend on ``guest.valid``: a test bench that reads ready
@@ -1303,15 +1315,15 @@ class VMCSUnit(wiring.Component):
                         op.eq(self.cmd.payload.op),
                         reg.eq(self.cmd.payload.reg),
                         operand.eq(self.cmd.payload.operand),
-                        result.eq(0),
                     ]
+                    m.d.comb += result_clear.eq(1)
                     with m.If((self.cmd.payload.op == VMXOp.VMREAD) | (self.cmd.payload.op == VMXOp.VMWRITE)):
                         m.next = "Decode-Field"
                     with m.Else():
                         m.next = "Execute"
                 with m.Elif(self.guest.valid & self.guest.ready):
-                    m.d.sync += [event.eq(self.guest.payload), run_count.eq(self.guest.payload.cycles),
-                                 result.eq(0)]
+                    m.d.sync += [event.eq(self.guest.payload), run_count.eq(self.guest.payload.cycles)]
+                    m.d.comb += result_clear.eq(1)
                     m.next = "Guest-Run"
 
             with m.State("Decode-Field"):
@@ -1393,12 +1405,7 @@ class VMCSUnit(wiring.Component):
                 # (The store's read takes two cycles.)
                 m.next = "VMREAD-Respond"
             with m.State("VMREAD-Respond"):
-                with m.If(field_high):
-                    respond(Outcome.SUCCEED, value=stored[32:64])
-                with m.Elif(long_mode):
-                    respond(Outcome.SUCCEED, value=stored)
-                with m.Else():
-                    respond(Outcome.SUCCEED, value=stored[0:32])
+                respond(Outcome.SUCCEED, value=Mux(field_high, stored[32:64], Mux(long_mode, stored, stored[0:32])))
 
             # -- VMXON: read the revision identifier of the VMXON region (SDM vol. 3C §31.3) -------
             with m.State("VMXON-Read-Revision"):
@@ -1843,6 +1850,8 @@ class VMCSUnit(wiring.Component):
                     m.next = "Idle"
 
         fsm.state.attrs["fsm_encoding"] = "one-hot"
+        with m.If(result_clear):
+            m.d.sync += result.eq(0)
 
         # The store writes of VMWRITE (in Execute) and of VMfailValid's error number (Respond's first
         # cycle), from registers; no state writes the store in either cycle.
