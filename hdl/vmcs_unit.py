@@ -758,8 +758,10 @@ class VMCSUnit(wiring.Component):
         # cycle). It lands before the next command can read it (the staged write's note above).
         error_write = Signal()
         m.d.sync += error_write.eq(0)
-        # A VMWRITE that writes: every check it passes, evaluated in Decode-Field on registers and the
-        # decoder and registered, so that Execute's write is a select on a flip-flop (timing).
+        # A VMWRITE that writes: every check it passes but the field's, evaluated in Decode-Field on
+        # registers and registered, so that Execute's write is selected by three flip-flops
+        # (``vmwrite_go`` and the field's ``field_ok``, ``field_ro``; timing: the decoder and the
+        # instruction checks did not fit the cycle before, nor Execute's check tree the write's).
         vmwrite_go = Signal()                     # 1 only in the cycle after Decode-Field
         m.d.sync += vmwrite_go.eq(0)
 
@@ -801,6 +803,14 @@ class VMCSUnit(wiring.Component):
 
         def vm_exit(reason):
             take_exit(reason.value)
+
+        # The revision identifier of a VMXON region or VMCS just read, compared as it arrives and
+        # registered in every cycle; VMXON and VMPTRLD act on it a cycle after the read's ack
+        # (timing: the 31-bit compare and the writes and next state it decides did not fit one cycle).
+        revision_match = Signal()     # bits 30:0 are this processor's VMCS revision identifier
+        revision_shadow = Signal()    # bit 31, the shadow-VMCS indicator
+        m.d.sync += [revision_match.eq(self.bus.dat_r[0:31] == caps.revision_id),
+                     revision_shadow.eq(self.bus.dat_r[31])]
 
         def bus_access(address, *, write=False, data=0, sel=0xFF):
             m.d.comb += [
@@ -1336,8 +1346,8 @@ class VMCSUnit(wiring.Component):
                     field_ro.eq(decoder.readonly),
                     field_high.eq(decoder.high),
                     # the path to VMWRITE's write in Execute (§31.3 VMWRITE, in the order checked)
-                    vmwrite_go.eq((op == VMXOp.VMWRITE) & in_vmx & ~mode_ud & ~non_root & cpl0 & current_valid
-                                  & decoder.supported & ~(decoder.readonly & (not caps.vmwrite_exit_info))),
+                    # (the field's checks are ``field_ok`` and ``field_ro``, registered here too)
+                    vmwrite_go.eq((op == VMXOp.VMWRITE) & in_vmx & ~mode_ud & ~non_root & cpl0 & current_valid),
                 ]
                 m.next = "Execute"
 
@@ -1411,13 +1421,15 @@ class VMCSUnit(wiring.Component):
             with m.State("VMXON-Read-Revision"):
                 bus_access(pointer[3:maxphy])
                 with m.If(self.bus.ack):
-                    revision = self.bus.dat_r[0:32]
-                    with m.If(revision == caps.revision_id):
-                        m.d.sync += [in_vmx.eq(1), non_root.eq(0), vmxon_ptr.eq(pointer),
-                                     current_valid.eq(0), current_ptr.eq(INVALID_POINTER)]
-                        respond(Outcome.SUCCEED)
-                    with m.Else():
-                        respond(Outcome.FAIL_INVALID)
+                    m.next = "VMXON-Check-Revision"
+            with m.State("VMXON-Check-Revision"):
+                # (``revision_match``: the revision just read, compared and registered.)
+                with m.If(revision_match & ~revision_shadow):
+                    m.d.sync += [in_vmx.eq(1), non_root.eq(0), vmxon_ptr.eq(pointer),
+                                 current_valid.eq(0), current_ptr.eq(INVALID_POINTER)]
+                    respond(Outcome.SUCCEED)
+                with m.Else():
+                    respond(Outcome.FAIL_INVALID)
 
             # -- VMCLEAR: write back a resident VMCS, then mark the region clear -------------------
             # -- write every field of slot ``xfer_slot`` back to its region (VMCLEAR, eviction) ----
@@ -1453,27 +1465,28 @@ class VMCSUnit(wiring.Component):
             with m.State("VMPTRLD-Read-Revision"):
                 bus_access(pointer[3:maxphy])
                 with m.If(self.bus.ack):
-                    revision = self.bus.dat_r[0:32]
-                    shadow = revision[31]
-                    with m.If((revision[0:31] != caps.revision_id) | (shadow & (not shadowing))):
-                        vmfail(VMInstructionError.VMPTRLD_INCORRECT_REVISION)
+                    m.next = "VMPTRLD-Check-Revision"
+            with m.State("VMPTRLD-Check-Revision"):
+                # (``revision_match``: the revision just read, compared and registered.)
+                with m.If(~revision_match | (revision_shadow & (not shadowing))):
+                    vmfail(VMInstructionError.VMPTRLD_INCORRECT_REVISION)
+                with m.Else():
+                    m.d.sync += [
+                        xfer_slot.eq(victim),
+                        slot_shadow[victim].eq(revision_shadow),
+                        victim_next.eq(Mux(victim == n_slots - 1, 0, victim + 1)),
+                    ]
+                    xfer_from_start()
+                    with m.If(slot_valid[victim] & slot_dirty[victim]):
+                        m.d.sync += xfer_base.eq(Cat(Const(0, 9), slot_tag[victim]))
+                        m.d.sync += xfer_evicting.eq(1)
+                        m.next = "Writeback-Prime"
+                    with m.Elif(slot_valid[victim]):
+                        m.d.sync += xfer_base.eq(Cat(Const(0, 9), slot_tag[victim]))
+                        m.next = "Evict-Write-Launch-State"
                     with m.Else():
-                        m.d.sync += [
-                            xfer_slot.eq(victim),
-                            slot_shadow[victim].eq(shadow),
-                            victim_next.eq(Mux(victim == n_slots - 1, 0, victim + 1)),
-                        ]
-                        xfer_from_start()
-                        with m.If(slot_valid[victim] & slot_dirty[victim]):
-                            m.d.sync += xfer_base.eq(Cat(Const(0, 9), slot_tag[victim]))
-                            m.d.sync += xfer_evicting.eq(1)
-                            m.next = "Writeback-Prime"
-                        with m.Elif(slot_valid[victim]):
-                            m.d.sync += xfer_base.eq(Cat(Const(0, 9), slot_tag[victim]))
-                            m.next = "Evict-Write-Launch-State"
-                        with m.Else():
-                            m.d.sync += xfer_base.eq(pointer[3:maxphy])
-                            m.next = "VMPTRLD-Read-Launch-State"
+                        m.d.sync += xfer_base.eq(pointer[3:maxphy])
+                        m.next = "VMPTRLD-Read-Launch-State"
             with m.State("Evict-Write-Launch-State"):
                 launch_word = Cat(slot_launched[xfer_slot], slot_corrupt[xfer_slot])
                 bus_access(launch_address, write=True, data=launch_word, sel=0x0F)
@@ -1855,7 +1868,7 @@ class VMCSUnit(wiring.Component):
 
         # The store writes of VMWRITE (in Execute) and of VMfailValid's error number (Respond's first
         # cycle), from registers; no state writes the store in either cycle.
-        with m.If(vmwrite_go):                    # (Execute: it follows Decode-Field)
+        with m.If(vmwrite_go & field_ok & ~(field_ro & (not caps.vmwrite_exit_info))):   # (Execute)
             value = operand[0:64]
             m.d.comb += [staged.w_slot.eq(current_slot), staged.w_index.eq(field_index)]
             with m.Switch(field_width):
