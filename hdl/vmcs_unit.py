@@ -963,78 +963,103 @@ class VMCSUnit(wiring.Component):
         arch_load_guest = Signal()        # the guest-state area (VM entry; with Entry-Act)
         arch_load_host = Signal()         # the host-state area (VM exit, VM-entry failure)
         arch_load_next = Signal()         # the exit decider's next guest state (with decide())
-        m.d.sync += [arch_load_guest.eq(0), arch_load_host.eq(0), arch_load_next.eq(0)]
+        # Their ORs, registered with them: the enables of the registers the loads write, so that each
+        # register's enable is a flip-flop, not a decode of the three strobes (timing: that decode
+        # was a chain of LUTs in front of ~2000 enable pins; the global buffers take the widest).
+        arch_load_area = Signal()         # the guest-state or the host-state area
+        arch_load_any = Signal()          # either area, or the next guest state
+        m.d.sync += [arch_load_guest.eq(0), arch_load_host.eq(0), arch_load_next.eq(0),
+                     arch_load_area.eq(0), arch_load_any.eq(0)]
 
-        def load_guest_state():
-            """SDM vol. 3C §27.3.2: the guest-state area becomes the processor state."""
+        def strobe_guest_load(load):
+            m.d.sync += [arch_load_guest.eq(load), arch_load_area.eq(load), arch_load_any.eq(load)]
+
+        def strobe_host_load():
+            m.d.sync += [arch_load_host.eq(1), arch_load_area.eq(1), arch_load_any.eq(1)]
+
+        def strobe_next_load():
+            m.d.sync += [arch_load_next.eq(1), arch_load_any.eq(1)]
+
+        def guest_state_loads():
+            """SDM vol. 3C §27.3.2: what the guest-state area loads into the processor state, as
+            ``{name: (target, value, condition)}`` (condition ``None``: always)."""
             st = self.arch_state
-            stmts = [
-                st.cr0.eq(guest_cr0), st.cr3.eq(field("GUEST_CR3")), st.cr4.eq(guest_cr4),
-                st.rsp.eq(field("GUEST_RSP")), st.rip.eq(field("GUEST_RIP")),
-                st.rflags.eq(field("GUEST_RFLAGS")),
-                st.gdtr.base.eq(field("GUEST_GDTR_BASE")), st.gdtr.limit.eq(field("GUEST_GDTR_LIMIT")),
-                st.idtr.base.eq(field("GUEST_IDTR_BASE")), st.idtr.limit.eq(field("GUEST_IDTR_LIMIT")),
-                st.sysenter_cs.eq(field("GUEST_SYSENTER_CS")),
-                st.sysenter_esp.eq(field("GUEST_SYSENTER_ESP")),
-                st.sysenter_eip.eq(field("GUEST_SYSENTER_EIP")),
-                st.activity.eq(field("GUEST_ACTIVITY_STATE")),
-                st.interruptibility.eq(field("GUEST_INTERRUPTIBILITY_INFO")),
-                st.pending_dbg.eq(field("GUEST_PENDING_DBG_EXCEPTIONS")),
-            ]
+            loads = {
+                "cr0": (st.cr0, guest_cr0, None), "cr3": (st.cr3, field("GUEST_CR3"), None),
+                "cr4": (st.cr4, guest_cr4, None),
+                "rsp": (st.rsp, field("GUEST_RSP"), None), "rip": (st.rip, field("GUEST_RIP"), None),
+                "rflags": (st.rflags, field("GUEST_RFLAGS"), None),
+                "gdtr.base": (st.gdtr.base, field("GUEST_GDTR_BASE"), None),
+                "gdtr.limit": (st.gdtr.limit, field("GUEST_GDTR_LIMIT"), None),
+                "idtr.base": (st.idtr.base, field("GUEST_IDTR_BASE"), None),
+                "idtr.limit": (st.idtr.limit, field("GUEST_IDTR_LIMIT"), None),
+                "sysenter_cs": (st.sysenter_cs, field("GUEST_SYSENTER_CS"), None),
+                "sysenter_esp": (st.sysenter_esp, field("GUEST_SYSENTER_ESP"), None),
+                "sysenter_eip": (st.sysenter_eip, field("GUEST_SYSENTER_EIP"), None),
+                "activity": (st.activity, field("GUEST_ACTIVITY_STATE"), None),
+                "interruptibility": (st.interruptibility, field("GUEST_INTERRUPTIBILITY_INFO"), None),
+                "pending_dbg": (st.pending_dbg, field("GUEST_PENDING_DBG_EXCEPTIONS"), None),
+                # load debug controls, load IA32_PAT
+                "dr7": (st.dr7, field("GUEST_DR7"), entry_ctls[2]),
+                "debugctl": (st.debugctl, field("GUEST_IA32_DEBUGCTL"), entry_ctls[2]),
+                "pat": (st.pat, field("GUEST_IA32_PAT"), entry_ctls[14]),
+                # load IA32_EFER; else LMA follows "IA-32e mode guest", LME too with paging
+                "efer": (st.efer, Mux(entry_ctls[15], field("GUEST_IA32_EFER"),
+                                      Cat(cpu.efer[0:8], Mux(guest_cr0[31], ia32e_guest, cpu.efer[8]),
+                                          cpu.efer[9], ia32e_guest, cpu.efer[11:64])), None),
+            }
             for seg in SEGMENTS:
                 name = seg.upper()
                 segment = getattr(st, seg)
-                stmts += [segment.selector.eq(field(f"GUEST_{name}_SELECTOR")),
-                          segment.base.eq(field(f"GUEST_{name}_BASE")),
-                          segment.limit.eq(field(f"GUEST_{name}_LIMIT")),
-                          segment.ar.eq(field(f"GUEST_{name}_AR_BYTES"))]
-            m.d.sync += stmts
-            with m.If(entry_ctls[2]):                 # load debug controls
-                m.d.sync += [st.dr7.eq(field("GUEST_DR7")), st.debugctl.eq(field("GUEST_IA32_DEBUGCTL"))]
-            with m.If(entry_ctls[14]):                # load IA32_PAT
-                m.d.sync += st.pat.eq(field("GUEST_IA32_PAT"))
-            with m.If(entry_ctls[15]):                # load IA32_EFER
-                m.d.sync += st.efer.eq(field("GUEST_IA32_EFER"))
-            with m.Else():                            # LMA follows "IA-32e mode guest", LME too with paging
-                m.d.sync += st.efer.eq(Cat(cpu.efer[0:8], Mux(guest_cr0[31], ia32e_guest, cpu.efer[8]),
-                                           cpu.efer[9], ia32e_guest, cpu.efer[11:64]))
+                for part, suffix in (("selector", "SELECTOR"), ("base", "BASE"), ("limit", "LIMIT"),
+                                     ("ar", "AR_BYTES")):
+                    loads[f"{seg}.{part}"] = (getattr(segment, part), field(f"GUEST_{name}_{suffix}"), None)
+            return loads
 
-        def load_host_state():
-            """SDM vol. 3C §28.5: the host-state area becomes the processor state (VM-entry failure)."""
+        def host_state_loads():
+            """SDM vol. 3C §28.5: what the host-state area loads into the processor state (VM exit,
+            VM-entry failure), as ``{name: (target, value, condition)}`` (condition ``None``: always)."""
             st = self.arch_state
-            stmts = [
-                st.cr0.eq(field("HOST_CR0")), st.cr3.eq(field("HOST_CR3")), st.cr4.eq(field("HOST_CR4")),
-                st.dr7.eq(0x400), st.debugctl.eq(0),
-                st.rsp.eq(field("HOST_RSP")), st.rip.eq(field("HOST_RIP")), st.rflags.eq(0x2),
-                st.gdtr.base.eq(field("HOST_GDTR_BASE")), st.gdtr.limit.eq(0xFFFF),
-                st.idtr.base.eq(field("HOST_IDTR_BASE")), st.idtr.limit.eq(0xFFFF),
-                st.sysenter_cs.eq(field("HOST_IA32_SYSENTER_CS")),
-                st.sysenter_esp.eq(field("HOST_IA32_SYSENTER_ESP")),
-                st.sysenter_eip.eq(field("HOST_IA32_SYSENTER_EIP")),
-                st.activity.eq(0), st.interruptibility.eq(0), st.pending_dbg.eq(0),
-            ]
+            loads = {
+                "cr0": (st.cr0, field("HOST_CR0"), None), "cr3": (st.cr3, field("HOST_CR3"), None),
+                "cr4": (st.cr4, field("HOST_CR4"), None),
+                "dr7": (st.dr7, Const(0x400, 64), None), "debugctl": (st.debugctl, Const(0, 64), None),
+                "rsp": (st.rsp, field("HOST_RSP"), None), "rip": (st.rip, field("HOST_RIP"), None),
+                "rflags": (st.rflags, Const(0x2, 64), None),
+                "gdtr.base": (st.gdtr.base, field("HOST_GDTR_BASE"), None),
+                "gdtr.limit": (st.gdtr.limit, Const(0xFFFF, 32), None),
+                "idtr.base": (st.idtr.base, field("HOST_IDTR_BASE"), None),
+                "idtr.limit": (st.idtr.limit, Const(0xFFFF, 32), None),
+                "sysenter_cs": (st.sysenter_cs, field("HOST_IA32_SYSENTER_CS"), None),
+                "sysenter_esp": (st.sysenter_esp, field("HOST_IA32_SYSENTER_ESP"), None),
+                "sysenter_eip": (st.sysenter_eip, field("HOST_IA32_SYSENTER_EIP"), None),
+                "activity": (st.activity, Const(0, 32), None),
+                "interruptibility": (st.interruptibility, Const(0, 32), None),
+                "pending_dbg": (st.pending_dbg, Const(0, 64), None),
+                # load IA32_PAT
+                "pat": (st.pat, field("HOST_IA32_PAT"), exit_ctls[19]),
+                # load IA32_EFER; else LMA and LME follow "host address-space size"
+                "efer": (st.efer, Mux(exit_ctls[21], field("HOST_IA32_EFER"),
+                                      Cat(cpu.efer[0:8], host64, cpu.efer[9], host64, cpu.efer[11:64])), None),
+            }
             for seg in SEGMENTS:
                 segment = getattr(st, seg)
                 selector = field(f"HOST_{seg.upper()}_SELECTOR") if seg != "ldtr" else Const(0, 16)
                 base = {"fs": field("HOST_FS_BASE"), "gs": field("HOST_GS_BASE"),
-                        "tr": field("HOST_TR_BASE")}.get(seg, 0)
+                        "tr": field("HOST_TR_BASE")}.get(seg, Const(0, 64))
                 limit = 0x67 if seg == "tr" else (0 if seg == "ldtr" else 0xFFFF_FFFF)
-                stmts += [segment.selector.eq(selector), segment.base.eq(base), segment.limit.eq(limit),
-                          segment.ar.eq(host_segment_access_rights(seg, host64=host64,
-                                                                   selector_null=selector == 0))]
-            m.d.sync += stmts
-            with m.If(exit_ctls[19]):                 # load IA32_PAT
-                m.d.sync += st.pat.eq(field("HOST_IA32_PAT"))
-            with m.If(exit_ctls[21]):                 # load IA32_EFER
-                m.d.sync += st.efer.eq(field("HOST_IA32_EFER"))
-            with m.Else():                            # LMA and LME follow "host address-space size"
-                m.d.sync += st.efer.eq(Cat(cpu.efer[0:8], host64, cpu.efer[9], host64, cpu.efer[11:64]))
+                loads[f"{seg}.selector"] = (segment.selector, selector, None)
+                loads[f"{seg}.base"] = (segment.base, base, None)
+                loads[f"{seg}.limit"] = (segment.limit, Const(limit, 32), None)
+                loads[f"{seg}.ar"] = (segment.ar, host_segment_access_rights(seg, host64=host64,
+                                                                            selector_null=selector == 0), None)
+            return loads
 
         def entry_failure(reason, qualification, check):
             """A VM-entry failure (SDM vol. 3C §27.8): host state, exit reason with bit 31, no launch.
             The host state is loaded in the next cycle (Exit-Write-Reason); nothing reads it before
             the response, two cycles later at the earliest."""
-            m.d.sync += arch_load_host.eq(1)
+            strobe_host_load()
             m.d.sync += [
                 result.outcome.eq(Outcome.ENTRY_FAILED),
                 result.exit_reason.eq(ENTRY_FAILURE_BIT | reason.value),
@@ -1119,7 +1144,7 @@ class VMCSUnit(wiring.Component):
             """Go to Guest-Decide, which decides after ``latency`` cycles."""
             m.d.sync += settle.eq(latency)
             if latency == 0:
-                m.d.sync += arch_load_next.eq(1)
+                strobe_next_load()
             m.next = "Guest-Decide"
 
         def decide():
@@ -1584,7 +1609,7 @@ class VMCSUnit(wiring.Component):
                 # do not fit one clock cycle). With no failure, Entry-Act loads the guest state.
                 for (group, _), picks, picked in zip(entry_parts, part_picks, entry_picks):
                     m.d.sync += Cat(*picked).eq(Cat(*first_of(picks, name=group.name.lower())))
-                m.d.sync += arch_load_guest.eq(~Cat(failed for picks in part_picks for failed, _, _ in picks).any())
+                strobe_guest_load(~Cat(failed for picks in part_picks for failed, _, _ in picks).any())
                 m.next = "Entry-Act"
             with m.State("Entry-Act"):
                 (ctl_failed, ctl_check, _), (host_failed, host_check, _), \
@@ -1712,7 +1737,7 @@ class VMCSUnit(wiring.Component):
                     with m.If(exit_store_count != 0):
                         m.next = "Exit-MSR-Store-Index"
                     with m.Else():
-                        m.d.sync += arch_load_host.eq(1)
+                        strobe_host_load()
                         m.next = "Exit-Load-Host"
             with m.State("Exit-MSR-Store-Index"):
                 bus_access(Cat(Const(0, 1), msr_entry))
@@ -1727,7 +1752,7 @@ class VMCSUnit(wiring.Component):
                 with m.If(self.bus.ack):
                     next_msr_entry()
                     with m.If(msr_last):
-                        m.d.sync += arch_load_host.eq(1)
+                        strobe_host_load()
                         m.next = "Exit-Load-Host"
                     with m.Else():
                         m.next = "Exit-MSR-Store-Index"
@@ -1800,7 +1825,7 @@ class VMCSUnit(wiring.Component):
                 with m.If(settle != 0):
                     m.d.sync += settle.eq(settle - 1)
                     with m.If(settle == 1):
-                        m.d.sync += arch_load_next.eq(1)
+                        strobe_next_load()
                 with m.Else():
                     decide()
 
@@ -1890,12 +1915,31 @@ class VMCSUnit(wiring.Component):
         # The state-area loads and MSR-load writes strobed above. No two of them, and none of them and
         # the sequencer's own write (Entry-Complete's injection: interruptibility, activity), write the
         # same register in one cycle: the MSR writes come at least two cycles after the area loads.
-        with m.If(arch_load_guest):
-            load_guest_state()
-        with m.If(arch_load_host):
-            load_host_state()
-        with m.If(arch_load_next):
-            m.d.sync += [getattr(st, name).eq(getattr(decider.next_guest, name)) for name in guest_registers]
+        # A register both areas load whatever the controls is enabled by ``arch_load_area`` (or, if
+        # the next guest state has it too, ``arch_load_any``) and takes the strobed source, a select
+        # on the strobes; the others (loaded under a control) keep an enable of their own.
+        guest_loads, host_loads = guest_state_loads(), host_state_loads()
+        assert guest_loads.keys() == host_loads.keys()
+        for name, (target, guest_value, guest_condition) in guest_loads.items():
+            _, host_value, host_condition = host_loads[name]
+            next_value = getattr(decider.next_guest, name) if name in guest_registers else None
+            if guest_condition is None and host_condition is None:
+                value = Mux(arch_load_host, host_value, guest_value)
+                if next_value is None:
+                    with m.If(arch_load_area):
+                        m.d.sync += target.eq(value)
+                else:
+                    with m.If(arch_load_any):
+                        m.d.sync += target.eq(Mux(arch_load_next, next_value, value))
+            else:
+                with m.If(arch_load_guest & (1 if guest_condition is None else guest_condition)):
+                    m.d.sync += target.eq(guest_value)
+                with m.If(arch_load_host & (1 if host_condition is None else host_condition)):
+                    m.d.sync += target.eq(host_value)
+                if next_value is not None:
+                    with m.If(arch_load_next):
+                        m.d.sync += target.eq(next_value)
+        assert set(guest_registers) <= guest_loads.keys()
         for bit, (_, name) in enumerate(GUEST_MSRS.items()):
             with m.If(msr_write[bit]):
                 m.d.sync += getattr(st, name).eq(msr_write_value)
