@@ -30,7 +30,7 @@ from .logic_depth import net_arrivals, net_names
 from .wirelength import _top_module
 
 
-__all__ = ["ENABLE_PINS", "SITES", "GLOBAL_LIMIT", "WIDE_FIRST", "Promotion", "promote_enables", "main"]
+__all__ = ["ENABLE_PINS", "SITES", "GLOBAL_LIMIT", "Promotion", "promote_enables", "main"]
 
 #: The flip-flop pins a global network reaches besides the clock: clock enable and set/reset.
 ENABLE_PINS = ("CE", "LSR")
@@ -49,24 +49,15 @@ GLOBAL_LIMIT = len(SITES)
 Promotion = namedtuple("Promotion", "net buffer pins")
 
 
-#: Nets with at least this many CE/LSR pins go on global buffers first, widest first, however early
-#: they settle: such a net spans the die however shallow its logic (measured: the unit's state-area
-#: enable, 597 pins behind one LUT, lost its buffer to later nets when an unrelated change moved
-#: their arrival times, and became a 15.0 ns net, the critical path; ``fpga/README.md``). The
-#: gather rows' capture enables, 512 pins each and a dozen of them, stay with the arrival rule.
-WIDE_FIRST = 600
-
-
-def promote_enables(netlist, *, limit=GLOBAL_LIMIT, min_fanout=128, wide_first=WIDE_FIRST):
+def promote_enables(netlist, *, limit=GLOBAL_LIMIT, min_fanout=128):
     """A copy of ``netlist`` (Yosys JSON, a dict) with a DCCA in ``limit`` of the nets that drive at
     least ``min_fanout`` flip-flop CE/LSR pins, and the list of :class:`Promotion` (net name, buffer
     cell name, number of pins moved) in the order chosen. ``netlist`` is not changed.
 
-    The nets chosen are first those with at least ``wide_first`` pins, widest first, then those
-    whose logic settles last (the modelled arrival time of
+    The nets chosen are those whose logic settles last (the modelled arrival time of
     :func:`hwvirt.fpga.logic_depth.net_arrivals`), then the widest: an enable decoded from a few
-    registers reaches a few hundred flip-flops in time over general routing, one at the end of the
-    sequencer's decisions does not, and neither does any net that reaches more than ``wide_first``."""
+    registers reaches its flip-flops in time over general routing, one at the end of the sequencer's
+    decisions does not."""
     if not 0 <= limit <= GLOBAL_LIMIT:
         raise ValueError(f"limit must be 0 to {GLOBAL_LIMIT} (the buffer sites), not {limit!r}")
     if min_fanout < 1:
@@ -90,9 +81,7 @@ def promote_enables(netlist, *, limit=GLOBAL_LIMIT, min_fanout=128, wide_first=W
     names = net_names(module)
     arrival = net_arrivals(module)
     candidates = [bit for bit, count in enable_pins.items() if count >= min_fanout and bit not in clock_nets]
-    candidates.sort(key=lambda bit: (enable_pins[bit] < wide_first,
-                                     -enable_pins[bit] if enable_pins[bit] >= wide_first else 0,
-                                     -round(arrival(bit)[0], 6), -enable_pins[bit], bit))
+    candidates.sort(key=lambda bit: (-round(arrival(bit)[0], 6), -enable_pins[bit], bit))
     chosen = candidates[:limit]
     used = [bit for cell in cells.values() for bits in cell["connections"].values() for bit in bits]
     used += [bit for info in module["netnames"].values() for bit in info["bits"]]

@@ -100,22 +100,6 @@ def test_late_enables_go_first():
     assert [(p.net, p.pins) for p in promotions] == [("late", 3), ("en_wide", 5)]
 
 
-def test_the_widest_enables_go_first_however_early():
-    """A net with at least ``wide_first`` pins goes on a global buffer before a later-settling one,
-    even straight from a flip-flop; below ``wide_first`` the later one still goes first."""
-    netlist = _netlist()
-    cells = _cells(netlist)
-    cells["decode1"] = _lut(100, 101, z=140)
-    cells["decode2"] = _lut(140, 102, z=141)
-    for i in range(3):
-        cells[f"late{i}"] = _ff(2, ce=141, q=160 + i)
-    netlist["modules"]["top"]["netnames"]["late"] = {"hide_name": 0, "bits": [141]}
-    _, promotions = promote_enables(netlist, limit=1, min_fanout=3, wide_first=5)
-    assert [(p.net, p.pins) for p in promotions] == [("en_wide", 5)]
-    _, promotions = promote_enables(netlist, limit=1, min_fanout=3, wide_first=6)
-    assert [(p.net, p.pins) for p in promotions] == [("late", 3)]
-
-
 @pytest.mark.parametrize("kwargs, message", [
     ({"limit": -1}, "limit must be 0 to 7"),
     ({"limit": 8}, "limit must be 0 to 7"),
