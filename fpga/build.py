@@ -46,7 +46,7 @@ from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
 from amaranth.lib import io, wiring
 
 from .globals import GLOBAL_LIMIT
-from .replicate import DEFAULT_MAX_FANOUT, replicate_drivers
+from .replicate import DEFAULT_MAX_FANOUT, MARK, replicate_drivers
 
 
 __all__ = ["BOARDS", "BLOCKS", "build", "UnitHarness", "SoCTop", "summarize_report"]
@@ -273,7 +273,7 @@ def _yosys_ff_count(build_dir, name):
 
 def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=None, build_dir=None,
           ram_size=64 * 1024, router="router2", seed=1, spread="auto", global_enables=None,
-          max_fanout=None):
+          max_fanout=None, marked_fanout=DEFAULT_MAX_FANOUT):
     """Build one bitstream (or, with ``place_only``, place only); return the summary dict.
 
     ``block`` names one of :data:`BLOCKS` to build alone in the test wrapper (``unit_only`` is
@@ -297,6 +297,11 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
     this many loads is copied per group of nearby loads
     (:func:`hwvirt.fpga.replicate.replicate_drivers`). ``None`` (the default) leaves the netlist as
     synthesised: on the unit's seed-1 placement the copies made it slower (``fpga/README.md``).
+
+    ``marked_fanout`` (spread builds only, when ``max_fanout`` is ``None``): the same for the
+    flip-flops the HDL marks for copying (:data:`hwvirt.fpga.replicate.MARK`: registers whose D is a
+    register, such as the unit's state-load selects and gather capture enables); ``None`` leaves
+    them as synthesised too.
     """
     from hwvirt.sim.toolchain import build_root
 
@@ -323,6 +328,8 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
                          f"not {board!r} (nextpnr-ice40 promotes enables itself)")
     if max_fanout is not None and max_fanout < 1:
         raise ValueError(f"max_fanout must be at least 1 (or None), not {max_fanout!r}")
+    if marked_fanout is not None and marked_fanout < 1:
+        raise ValueError(f"marked_fanout must be at least 1 (or None), not {marked_fanout!r}")
     if not 0 <= global_enables <= GLOBAL_LIMIT:
         raise ValueError(f"global enables must be 0 to {GLOBAL_LIMIT} (the global-buffer sites "
                          f"of hwvirt.fpga.globals.SITES), not {global_enables!r}")
@@ -362,8 +369,8 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
         plan.extract(str(build_dir))
         _run_script(build_dir, script, stop_at=_NEXTPNR)
         if spread is not None:
-            spread, promotions, replications = _place_spread_route(build_dir, name, spread, global_enables,
-                                                                   max_fanout, most=most)
+            spread, promotions, replications = _place_spread_route(
+                build_dir, name, spread, global_enables, max_fanout, most=most, marked_fanout=marked_fanout)
         else:
             synthesized = build_dir / f"{name}.json"
             promoted, promotions = _promote_enables(json.loads(synthesized.read_text()), global_enables)
@@ -437,12 +444,13 @@ def default_spread(board, block, place_only):
     return None
 
 
-def _place_spread_route(build_dir, name, factor, global_enables, max_fanout, most=None):
+def _place_spread_route(build_dir, name, factor, global_enables, max_fanout, most=None, marked_fanout=None):
     """Run the build script's placement (synthesis has run), spread the placement
     (:func:`~hwvirt.fpga.spread.spread_placement`), pin the logic cells of the synthesized netlist
     there (:func:`~hwvirt.fpga.spread.pin_cells`), put ``global_enables`` enables of the pinned
     netlist on global buffers (:func:`_promote_enables`), split its nets of more than ``max_fanout``
-    loads (:func:`hwvirt.fpga.replicate.replicate_drivers`, unless ``None``), then run the script's
+    loads (:func:`hwvirt.fpga.replicate.replicate_drivers`, unless ``None``; else the nets the HDL
+    marked, of more than ``marked_fanout`` loads, unless ``None``), then run the script's
     nextpnr command again on it (placing the unpinned cells and routing) and pack the bitstream.
     ``most`` caps a ``"fill"`` factor. Returns the spread factor used (``"fill"`` becomes a number),
     the promotions and the replications.
@@ -463,10 +471,12 @@ def _place_spread_route(build_dir, name, factor, global_enables, max_fanout, mos
     print(summary, flush=True)
     pinned, promotions = _promote_enables(pinned, global_enables)
     replications = []
-    if max_fanout is not None:
-        pinned, replications = replicate_drivers(pinned, max_fanout=max_fanout)
-        print(f"replicated {len(replications)} drivers: {sum(r.copies for r in replications)} copies "
-              f"(at most {max_fanout} loads a net)", flush=True)
+    if max_fanout is not None or marked_fanout is not None:
+        marked_only = max_fanout is None
+        limit = marked_fanout if marked_only else max_fanout
+        pinned, replications = replicate_drivers(pinned, max_fanout=limit, marked_only=marked_only)
+        print(f"replicated {len(replications)} {'marked ' if marked_only else ''}drivers: "
+              f"{sum(r.copies for r in replications)} copies (at most {limit} loads a net)", flush=True)
     (build_dir / f"{name}_pinned.json").write_text(json.dumps(pinned))
     _run_route(build_dir, name, script)
     return factor, promotions, replications
@@ -627,13 +637,16 @@ def main(argv=None):
                         help="spread builds: copy a flip-flop with more than N loads per group of "
                              f"nearby loads (hwvirt.fpga.replicate; {DEFAULT_MAX_FANOUT} is the "
                              "module's default); default none")
+    parser.add_argument("--marked-fanout", type=_max_fanout, default=DEFAULT_MAX_FANOUT, metavar="N",
+                        help="spread builds without --max-fanout: the same for the flip-flops the HDL "
+                             f"marks ({MARK!r}); default {DEFAULT_MAX_FANOUT}, \"none\" to leave them")
     parser.add_argument("--build-dir")
     parser.add_argument("--json", help="also write the summary as JSON")
     args = parser.parse_args(argv)
     summary = build(args.board, unit_only=args.unit_only, block=args.block, place_only=args.place_only,
                     target_mhz=args.target_mhz, build_dir=args.build_dir, router=args.router,
                     seed=args.seed, spread=args.spread, global_enables=args.global_enables,
-                    max_fanout=args.max_fanout)
+                    max_fanout=args.max_fanout, marked_fanout=args.marked_fanout)
     print(format_summary(summary))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))

@@ -58,10 +58,15 @@ from .spread import FIRST_COLUMN, LAST_COLUMN, parse_slice_bel
 from .wirelength import _top_module
 
 
-__all__ = ["DEFAULT_MAX_FANOUT", "Replication", "replicate_drivers", "group_loads", "main"]
+__all__ = ["DEFAULT_MAX_FANOUT", "MARK", "Replication", "replicate_drivers", "marked_bits", "group_loads",
+           "main"]
 
-#: Loads a net keeps at most, by default (the build's ``--max-fanout``).
+#: Loads a net keeps at most, by default (the build's ``--max-fanout`` and ``--marked-fanout``).
 DEFAULT_MAX_FANOUT = 48
+#: The attribute with which the HDL marks a register to be copied per group of loads (an Amaranth
+#: ``Signal(attrs={MARK: 1})``; Yosys keeps it on the register's output net). Such a register's D is
+#: another register, so that a copy far from where D is made costs no logic.
+MARK = "fanout_copies"
 
 Replication = namedtuple("Replication", "net driver loads copies")
 
@@ -184,10 +189,22 @@ def _pins(module):
     return loads, drivers
 
 
+def marked_bits(module):
+    """The net bits of a Yosys JSON ``module`` that have a name carrying the :data:`MARK` attribute
+    (set to a non-zero value)."""
+    bits = set()
+    for info in module["netnames"].values():
+        value = info.get("attributes", {}).get(MARK)
+        if value is not None and str(value).strip("0 ") != "":
+            bits.update(bit for bit in info["bits"] if isinstance(bit, int))
+    return bits
+
+
 def replicate_drivers(netlist, *, max_fanout=DEFAULT_MAX_FANOUT, rounds=3, first_column=FIRST_COLUMN,
-                      last_column=LAST_COLUMN):
+                      last_column=LAST_COLUMN, marked_only=False):
     """A copy of ``netlist`` (Yosys JSON, a dict, as pinned by :mod:`.spread`) in which every net of
-    more than ``max_fanout`` loads driven by a flip-flop is split by :func:`group_loads` (its loads
+    more than ``max_fanout`` loads driven by a flip-flop (with ``marked_only``, only the nets the HDL
+    marked with :data:`MARK`, see :func:`marked_bits`) is split by :func:`group_loads` (its loads
     other than flip-flop D inputs, which stay), each group after the first (the one in the
     flip-flop's tile or nearest to it) driven by a new copy of the flip-flop (with a copy of the LUT
     that drives its D), pinned to the free slice nearest its group (:class:`_FreeSlices`, in the
@@ -206,6 +223,7 @@ def replicate_drivers(netlist, *, max_fanout=DEFAULT_MAX_FANOUT, rounds=3, first
     used += list(port_bits)
     next_bit = 1 + max((bit for bit in used if isinstance(bit, int)), default=1)
     names = net_names(module)
+    marked = marked_bits(module) if marked_only else None
     replications = []
     copies_of = {}                     # driver cell: copies made so far (for unique names)
     free = _FreeSlices(cells, first_column, last_column)
@@ -247,6 +265,8 @@ def replicate_drivers(netlist, *, max_fanout=DEFAULT_MAX_FANOUT, rounds=3, first
         for bit in sorted(loads):
             pins = loads[bit]
             if len(pins) <= max_fanout or bit in port_bits or bit not in drivers:
+                continue
+            if marked is not None and bit not in marked:
                 continue
             driver, port = drivers[bit]
             if cells[driver]["type"] != "TRELLIS_FF" or port != "Q" or not shallow(driver):
@@ -303,12 +323,15 @@ def main(argv=None):
     parser.add_argument("netlist", help="Yosys JSON netlist, pinned (hwvirt.fpga.spread --pin)")
     parser.add_argument("output", help="where to write the netlist with the copies")
     parser.add_argument("--max-fanout", type=int, default=DEFAULT_MAX_FANOUT, help="loads a net keeps at most")
+    parser.add_argument("--marked-only", action="store_true",
+                        help=f"split only the registers the HDL marked (the {MARK!r} attribute)")
     args = parser.parse_args(argv)
     if args.max_fanout < 1:
         parser.error(f"--max-fanout must be at least 1, not {args.max_fanout}")
     with open(args.netlist) as f:
         netlist = json.load(f)
-    replicated, replications = replicate_drivers(netlist, max_fanout=args.max_fanout)
+    replicated, replications = replicate_drivers(netlist, max_fanout=args.max_fanout,
+                                                 marked_only=args.marked_only)
     with open(args.output, "w") as f:
         json.dump(replicated, f)
     for r in replications:

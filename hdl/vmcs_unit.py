@@ -788,7 +788,7 @@ class VMCSUnit(wiring.Component):
         save_select = Signal(len(save_rows))
 
         def start_save():
-            m.d.sync += [save_row.eq(save_rows[0]), save_select.eq(1)]
+            m.d.sync += [save_row.eq(save_rows[0]), save_select.eq(1), arch_source_next.eq(0)]
             m.next = "Exit-Save"
 
         def take_exit(reason):
@@ -834,11 +834,12 @@ class VMCSUnit(wiring.Component):
         # enabled by a register of their own: a row is ~500 flip-flops, too many for one enable
         # decoded in the same cycle (timing). ``gather_reading`` is one-hot over the rows, the row
         # Entry-Gather reads this cycle (all zero outside Entry-Gather), so each enable is a plain
-        # copy of a register, two cycles late.
+        # copy of a register, two cycles late, which the build copies per group of nearby loads
+        # (``fanout_copies``, as the state loads' selects below).
         gather_reading = Signal(self.entry_gather_cycles)
         for row in range(self.entry_gather_cycles):
             reading = Signal(name=f"gather_read_row{row}")
-            capture = Signal(name=f"gather_capture_row{row}")
+            capture = Signal(name=f"gather_capture_row{row}", attrs={"fanout_copies": 1})
             m.d.sync += [reading.eq(gather_reading[row]), capture.eq(reading)]
             with m.If(capture):
                 for bank in range(self.banks):
@@ -970,6 +971,23 @@ class VMCSUnit(wiring.Component):
         arch_load_any = Signal()          # either area, or the next guest state
         m.d.sync += [arch_load_guest.eq(0), arch_load_host.eq(0), arch_load_next.eq(0),
                      arch_load_area.eq(0), arch_load_any.eq(0)]
+
+        # Which source the next load takes, a mode held between loads and set at least two cycles
+        # before the load it selects for, and its copy a cycle later, the select of the loads'
+        # data muxes (~1000 LUT inputs each): a flip-flop whose D is a flip-flop, which the build
+        # copies per group of nearby loads (``fanout_copies``; timing: one flip-flop could not reach
+        # its loads across the die in a cycle, and a copy of a strobe decided the cycle before would
+        # carry the decision's logic to every copy).
+        # ``arch_source_host``: host state, not guest state; 0 from the start of a VM entry until
+        # Entry-Pick, which sets it if any check failed (the entry failure's host load comes two
+        # cycles later), then 1 from Entry-Act on (every later area load is a VM exit's).
+        # ``arch_source_next``: the exit decider's next guest state; 1 while a guest event is
+        # prepared and decided, from Guest-Run's last cycle until a save starts or Respond.
+        arch_source_host = Signal()
+        arch_source_next = Signal()
+        arch_select_host = Signal(attrs={"fanout_copies": 1})
+        arch_select_next = Signal(attrs={"fanout_copies": 1})
+        m.d.sync += [arch_select_host.eq(arch_source_host), arch_select_next.eq(arch_source_next)]
 
         def strobe_guest_load(load):
             m.d.sync += [arch_load_guest.eq(load), arch_load_area.eq(load), arch_load_any.eq(load)]
@@ -1211,7 +1229,7 @@ class VMCSUnit(wiring.Component):
 
         def start_entry():
             m.d.sync += [gather_row.eq(0), gather_reading.eq(1), link_revision.eq(0), vtpr.eq(0),
-                         pdpte_index.eq(0), self.entry_failures.eq(0)]
+                         pdpte_index.eq(0), self.entry_failures.eq(0), arch_source_host.eq(0)]
             m.d.sync += [memory_pdptes[i].eq(0) for i in range(4)]
             m.next = "Entry-Gather"
 
@@ -1609,9 +1627,12 @@ class VMCSUnit(wiring.Component):
                 # do not fit one clock cycle). With no failure, Entry-Act loads the guest state.
                 for (group, _), picks, picked in zip(entry_parts, part_picks, entry_picks):
                     m.d.sync += Cat(*picked).eq(Cat(*first_of(picks, name=group.name.lower())))
-                strobe_guest_load(~Cat(failed for picks in part_picks for failed, _, _ in picks).any())
+                any_failed = Cat(failed for picks in part_picks for failed, _, _ in picks).any()
+                strobe_guest_load(~any_failed)
+                m.d.sync += arch_source_host.eq(any_failed)
                 m.next = "Entry-Act"
             with m.State("Entry-Act"):
+                m.d.sync += arch_source_host.eq(1)
                 (ctl_failed, ctl_check, _), (host_failed, host_check, _), \
                     (guest_failed, guest_check, guest_qualification) = entry_picks
                 with m.If(ctl_failed):
@@ -1789,7 +1810,7 @@ class VMCSUnit(wiring.Component):
                 # each time TSC bit IA32_VMX_MISC[4:0] changes (§26.5.1).
                 m.d.sync += event_tsc.eq(tsc)
                 with m.If(timer_expired | (run_count == 0)):
-                    m.d.sync += settle.eq(prepare_latency)
+                    m.d.sync += [settle.eq(prepare_latency), arch_source_next.eq(1)]
                     m.next = "Guest-Prepare"
                 with m.Else():
                     m.d.sync += run_count.eq(run_count - 1)
@@ -1884,6 +1905,7 @@ class VMCSUnit(wiring.Component):
             with m.State("Respond"):
                 # (After the last MSR-load entry of an exit, once its write has landed.)
                 m.d.comb += self.resp.valid.eq(~msr_write.any())
+                m.d.sync += arch_source_next.eq(0)
                 with m.If(self.resp.valid & self.resp.ready):
                     m.next = "Idle"
 
@@ -1916,21 +1938,22 @@ class VMCSUnit(wiring.Component):
         # the sequencer's own write (Entry-Complete's injection: interruptibility, activity), write the
         # same register in one cycle: the MSR writes come at least two cycles after the area loads.
         # A register both areas load whatever the controls is enabled by ``arch_load_area`` (or, if
-        # the next guest state has it too, ``arch_load_any``) and takes the strobed source, a select
-        # on the strobes; the others (loaded under a control) keep an enable of their own.
+        # the next guest state has it too, ``arch_load_any``) and takes the source the held selects
+        # name (``arch_select_host``, ``arch_select_next``); the others (loaded under a control)
+        # keep an enable of their own, a strobe.
         guest_loads, host_loads = guest_state_loads(), host_state_loads()
         assert guest_loads.keys() == host_loads.keys()
         for name, (target, guest_value, guest_condition) in guest_loads.items():
             _, host_value, host_condition = host_loads[name]
             next_value = getattr(decider.next_guest, name) if name in guest_registers else None
             if guest_condition is None and host_condition is None:
-                value = Mux(arch_load_host, host_value, guest_value)
+                value = Mux(arch_select_host, host_value, guest_value)
                 if next_value is None:
                     with m.If(arch_load_area):
                         m.d.sync += target.eq(value)
                 else:
                     with m.If(arch_load_any):
-                        m.d.sync += target.eq(Mux(arch_load_next, next_value, value))
+                        m.d.sync += target.eq(Mux(arch_select_next, next_value, value))
             else:
                 with m.If(arch_load_guest & (1 if guest_condition is None else guest_condition)):
                     m.d.sync += target.eq(guest_value)
@@ -1963,5 +1986,10 @@ class VMCSUnit(wiring.Component):
             "store_w_index": store.w_index,
             "store_w_en": store.w_en,
             "store_w_data": store.w_data,
+            "arch_load_guest": arch_load_guest,
+            "arch_load_host": arch_load_host,
+            "arch_load_next": arch_load_next,
+            "arch_select_host": arch_select_host,
+            "arch_select_next": arch_select_next,
         }
         return m

@@ -7,7 +7,7 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hwvirt.fpga.replicate import group_loads, main, replicate_drivers
+from hwvirt.fpga.replicate import MARK, group_loads, main, marked_bits, replicate_drivers
 
 
 def _ff(*, di, q, ce=None, clk=2, bel=None):
@@ -107,6 +107,21 @@ def test_a_flip_flop_with_a_deep_d_is_not_copied():
     cells["before"] = _lut(8, z=6, bel="X9/Y10/SLICEA.K0")
     replicated, replications = replicate_drivers(netlist, max_fanout=48)
     assert replications == [] and replicated == netlist
+
+
+def test_marked_only_splits_the_marked_flip_flops():
+    """With ``marked_only`` a flip-flop is split only if a name of its output net carries the HDL's
+    mark (a Yosys attribute, written as a bit string); the same netlist is split without it."""
+    netlist = _strobe_netlist()
+    names = netlist["modules"]["top"]["netnames"]
+    assert replicate_drivers(netlist, max_fanout=48, marked_only=True) == (netlist, [])
+    names["strobe"]["attributes"] = {MARK: "00000000000000000000000000000000"}
+    assert marked_bits(netlist["modules"]["top"]) == set()
+    assert replicate_drivers(netlist, max_fanout=48, marked_only=True)[1] == []
+    names["strobe_alias"] = {"hide_name": 0, "bits": [10], "attributes": {MARK: "00000000000000000000000000000001"}}
+    assert marked_bits(netlist["modules"]["top"]) == {10}
+    _, replications = replicate_drivers(netlist, max_fanout=48, marked_only=True)
+    assert [(r.driver, r.loads, r.copies) for r in replications] == [("strobe", 81, 1)]
 
 
 def test_nets_that_are_not_split():

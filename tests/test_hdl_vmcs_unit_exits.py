@@ -39,11 +39,16 @@ def valid_fields(**changes):
     return {name: value for name, value in fields.items() if CAPS.field_supported(BY_NAME[name])}
 
 
-def run(body, memory=None):
-    """Run ``body(driver, unit, ctx)`` against a fresh unit; returns what it returns."""
+def run(body, memory=None, monitor=None):
+    """Run ``body(driver, unit, ctx)`` against a fresh unit; returns what it returns. ``monitor``:
+    an ``async (unit, ctx)`` testbench run in the background beside it."""
     unit = VMCSUnit(CAPS)
     sim = Simulator(unit)
     sim.add_clock(1e-8)
+    if monitor is not None:
+        async def watch(ctx):
+            await monitor(unit, ctx)
+        sim.add_testbench(watch, background=True)
     out = {}
     mem = PhysicalMemory()
     for address, data in (memory or {}).items():
@@ -321,6 +326,55 @@ def test_entry_failure_loads_the_exit_msr_list():
 
     result, eip = run(body, memory)
     assert result["outcome"] == Outcome.ENTRY_FAILED and eip == 0x77
+
+
+def test_load_selects_are_set_before_each_load():
+    """The state loads' data selects are held registers set ahead of the loads (timing), not the
+    loads' own strobes: in every cycle a state area or the decider's next state loads, the selects
+    must name that source. Checked over a run with every kind of load: a guest-state entry failure,
+    an entry with an MSR-load list, events the guest takes and events that exit, a boundary exit at
+    entry, and an entry failing on its MSR-load list (the host loads two and more cycles after the
+    strobes that start them)."""
+    seen = {"guest": 0, "host": 0, "next": 0}
+
+    async def monitor(unit, ctx):
+        debug = unit.debug_signals
+        while True:
+            await ctx.tick()
+            loads = {kind: ctx.get(debug[f"arch_load_{kind}"]) for kind in seen}
+            host, next_ = ctx.get(debug["arch_select_host"]), ctx.get(debug["arch_select_next"])
+            assert sum(loads.values()) <= 1, loads
+            if loads["guest"]:
+                assert (host, next_) == (0, 0), "guest-state load without the guest selects"
+            if loads["host"]:
+                assert (host, next_) == (1, 0), "host-state load without the host selects"
+            if loads["next"]:
+                assert next_ == 1, "next-state load without its select"
+            for kind, load in loads.items():
+                seen[kind] += load
+
+    msr_list = (0x175).to_bytes(8, "little") + (0x1234).to_bytes(8, "little")
+    bad_msr_list = (0x8B).to_bytes(8, "little") + bytes(8)          # IA32_BIOS_UPDT_TRIG: not loadable
+    memory = {EXIT_LOAD: msr_list, EXIT_STORE: bad_msr_list}
+
+    async def body(driver, unit, ctx):
+        failed = await launch(driver, valid_fields(GUEST_RFLAGS=0))
+        assert failed["outcome"] == Outcome.ENTRY_FAILED
+        await vmwrite(driver, GUEST_RFLAGS=2, VM_ENTRY_MSR_LOAD_COUNT=1, VM_ENTRY_MSR_LOAD_ADDR=EXIT_LOAD)
+        assert (await driver.execute(VMXOp.VMLAUNCH))["outcome"] == Outcome.ENTERED
+        assert (await driver.guest_event(event("cpuid")))["outcome"] == Outcome.EXIT
+        assert (await driver.execute(VMXOp.VMRESUME))["outcome"] == Outcome.ENTERED
+        assert (await driver.guest_event(event("rdmsr", msr=0x175)))["outcome"] in (Outcome.EXIT,
+                                                                                 Outcome.NO_EXIT)
+        await vmwrite(driver, VM_ENTRY_MSR_LOAD_ADDR=EXIT_STORE)
+        entry = await driver.execute(VMXOp.VMRESUME)
+        assert entry["outcome"] == Outcome.ENTRY_FAILED, entry
+        await vmwrite(driver, **{**timer_fields(0), "VM_ENTRY_MSR_LOAD_COUNT": 0})
+        boundary = await driver.execute(VMXOp.VMRESUME)
+        assert (boundary["outcome"], boundary["exit_reason"]) == (Outcome.EXIT, 52)
+
+    run(body, memory, monitor)
+    assert seen["guest"] >= 2 and seen["host"] >= 3 and seen["next"] >= 2, seen
 
 
 # -- round trips against the model ---------------------------------------------------------------------
