@@ -1036,41 +1036,40 @@ class VMCSUnit(wiring.Component):
 
         def host_state_loads():
             """SDM vol. 3C §28.5: what the host-state area loads into the processor state (VM exit,
-            VM-entry failure), as ``{name: (target, value, condition)}`` (condition ``None``: always)."""
-            st = self.arch_state
+            VM-entry failure), as ``{name: (value, condition)}`` (condition ``None``: always), by the
+            names of :func:`guest_state_loads`, which gives the targets."""
             loads = {
-                "cr0": (st.cr0, field("HOST_CR0"), None), "cr3": (st.cr3, field("HOST_CR3"), None),
-                "cr4": (st.cr4, field("HOST_CR4"), None),
-                "dr7": (st.dr7, Const(0x400, 64), None), "debugctl": (st.debugctl, Const(0, 64), None),
-                "rsp": (st.rsp, field("HOST_RSP"), None), "rip": (st.rip, field("HOST_RIP"), None),
-                "rflags": (st.rflags, Const(0x2, 64), None),
-                "gdtr.base": (st.gdtr.base, field("HOST_GDTR_BASE"), None),
-                "gdtr.limit": (st.gdtr.limit, Const(0xFFFF, 32), None),
-                "idtr.base": (st.idtr.base, field("HOST_IDTR_BASE"), None),
-                "idtr.limit": (st.idtr.limit, Const(0xFFFF, 32), None),
-                "sysenter_cs": (st.sysenter_cs, field("HOST_IA32_SYSENTER_CS"), None),
-                "sysenter_esp": (st.sysenter_esp, field("HOST_IA32_SYSENTER_ESP"), None),
-                "sysenter_eip": (st.sysenter_eip, field("HOST_IA32_SYSENTER_EIP"), None),
-                "activity": (st.activity, Const(0, 32), None),
-                "interruptibility": (st.interruptibility, Const(0, 32), None),
-                "pending_dbg": (st.pending_dbg, Const(0, 64), None),
+                "cr0": (field("HOST_CR0"), None), "cr3": (field("HOST_CR3"), None),
+                "cr4": (field("HOST_CR4"), None),
+                "dr7": (Const(0x400, 64), None), "debugctl": (Const(0, 64), None),
+                "rsp": (field("HOST_RSP"), None), "rip": (field("HOST_RIP"), None),
+                "rflags": (Const(0x2, 64), None),
+                "gdtr.base": (field("HOST_GDTR_BASE"), None),
+                "gdtr.limit": (Const(0xFFFF, 32), None),
+                "idtr.base": (field("HOST_IDTR_BASE"), None),
+                "idtr.limit": (Const(0xFFFF, 32), None),
+                "sysenter_cs": (field("HOST_IA32_SYSENTER_CS"), None),
+                "sysenter_esp": (field("HOST_IA32_SYSENTER_ESP"), None),
+                "sysenter_eip": (field("HOST_IA32_SYSENTER_EIP"), None),
+                "activity": (Const(0, 32), None),
+                "interruptibility": (Const(0, 32), None),
+                "pending_dbg": (Const(0, 64), None),
                 # load IA32_PAT
-                "pat": (st.pat, field("HOST_IA32_PAT"), exit_ctls[19]),
+                "pat": (field("HOST_IA32_PAT"), exit_ctls[19]),
                 # load IA32_EFER; else LMA and LME follow "host address-space size"
-                "efer": (st.efer, Mux(exit_ctls[21], field("HOST_IA32_EFER"),
-                                      Cat(cpu.efer[0:8], host64, cpu.efer[9], host64, cpu.efer[11:64])), None),
+                "efer": (Mux(exit_ctls[21], field("HOST_IA32_EFER"),
+                             Cat(cpu.efer[0:8], host64, cpu.efer[9], host64, cpu.efer[11:64])), None),
             }
             for seg in SEGMENTS:
-                segment = getattr(st, seg)
                 selector = field(f"HOST_{seg.upper()}_SELECTOR") if seg != "ldtr" else Const(0, 16)
                 base = {"fs": field("HOST_FS_BASE"), "gs": field("HOST_GS_BASE"),
                         "tr": field("HOST_TR_BASE")}.get(seg, Const(0, 64))
                 limit = 0x67 if seg == "tr" else (0 if seg == "ldtr" else 0xFFFF_FFFF)
-                loads[f"{seg}.selector"] = (segment.selector, selector, None)
-                loads[f"{seg}.base"] = (segment.base, base, None)
-                loads[f"{seg}.limit"] = (segment.limit, Const(limit, 32), None)
-                loads[f"{seg}.ar"] = (segment.ar, host_segment_access_rights(seg, host64=host64,
-                                                                            selector_null=selector == 0), None)
+                loads[f"{seg}.selector"] = (selector, None)
+                loads[f"{seg}.base"] = (base, None)
+                loads[f"{seg}.limit"] = (Const(limit, 32), None)
+                loads[f"{seg}.ar"] = (host_segment_access_rights(seg, host64=host64, selector_null=selector == 0),
+                                      None)
             return loads
 
         def entry_failure(reason, qualification, check):
@@ -1944,7 +1943,7 @@ class VMCSUnit(wiring.Component):
         guest_loads, host_loads = guest_state_loads(), host_state_loads()
         assert guest_loads.keys() == host_loads.keys()
         for name, (target, guest_value, guest_condition) in guest_loads.items():
-            _, host_value, host_condition = host_loads[name]
+            host_value, host_condition = host_loads[name]
             next_value = getattr(decider.next_guest, name) if name in guest_registers else None
             if guest_condition is None and host_condition is None:
                 value = Mux(arch_select_host, host_value, guest_value)
