@@ -660,7 +660,10 @@ class VMCSUnit(wiring.Component):
 
         # What the command's operands and the processor state decide is computed as the command is
         # accepted and registered with it (timing: a table look-up and the decision it feeds do not
-        # fit one clock cycle). RDMSR's value comes from the capability table.
+        # fit one clock cycle). RDMSR's value comes from the capability table; it is the response's
+        # value only if RDMSR succeeds (CPL 0, root operation, a known MSR), else 0, decided here so
+        # that Execute writes it whatever its verdict (timing: the verdict stays out of the result
+        # value's enable).
         # The table is looked up in blocks of 64 MSRs (the capability MSRs all lie in 0x480-0x4BF): a
         # 6-bit look-up in each block and a compare of the index's upper bits, side by side (timing:
         # a 32-bit compare per MSR and the select after them were nine LUTs deep).
@@ -679,7 +682,8 @@ class VMCSUnit(wiring.Component):
             found = found | (in_block & known)
         is_feature_control = index == MSR.IA32_FEATURE_CONTROL
         with m.If(self.cmd.valid & self.cmd.ready):
-            m.d.sync += [msr_value.eq(Mux(is_feature_control, cpu.feature_control, found_value)),
+            m.d.sync += [msr_value.eq(Mux((cpu.cpl == 0) & ~non_root & (is_feature_control | found),
+                                          Mux(is_feature_control, cpu.feature_control, found_value), 0)),
                          msr_known.eq(is_feature_control | found)]
         # The processor-state conditions of the VMX instructions' checks (SDM vol. 3C §31.2, §31.3),
         # as the processor was when the command was accepted.
@@ -1399,6 +1403,7 @@ class VMCSUnit(wiring.Component):
                 m.d.comb += fsm_executing.eq(1)
                 with m.Switch(op):
                     with m.Case(VMXOp.RDMSR):
+                        m.d.sync += result.value.eq(msr_value)      # (0 unless it succeeds)
                         with m.If(~cpl0):
                             fault(Fault.GP)
                         with m.Elif(non_root):
@@ -1406,7 +1411,7 @@ class VMCSUnit(wiring.Component):
                         with m.Elif(~msr_known):
                             fault(Fault.GP)
                         with m.Else():
-                            respond(Outcome.SUCCEED, value=msr_value)
+                            respond(Outcome.SUCCEED)
 
                     with m.Case(VMXOp.VMXON):
                         with m.If(mode_ud | ~cr4_vmxe):
@@ -1860,10 +1865,12 @@ class VMCSUnit(wiring.Component):
                     walk = walker.resp.payload
                     violation = walk.outcome == WalkOutcome.VIOLATION
                     reason = Mux(violation, ExitReason.EPT_VIOLATION.value, ExitReason.EPT_MISCONFIG.value)
-                    # (What an EPT exit records, loaded whatever the outcome: see ``exit_info``.)
+                    # (What an EPT exit records, loaded whatever the outcome: see ``exit_info``. The
+                    # value too, as a data select: a #PF's decision overwrites it.)
                     m.d.sync += [
                         result.walk_refs.eq(walk.refs), result.walk_tlb_hit.eq(walk.tlb_hit),
                         result.walk_pwc_hits.eq(walk.pwc_hits),
+                        result.value.eq(Mux(walk.outcome == WalkOutcome.OK, walk.hpa, 0)),
                         exit_info.eq(0), exit_info.reason.eq(reason),
                         exit_info.qualification.eq(Mux(violation, walk.qualification, 0)),
                         exit_info.guest_physical.eq(walk.gpa),
@@ -1872,7 +1879,7 @@ class VMCSUnit(wiring.Component):
                     ]
                     with m.Switch(walk.outcome):
                         with m.Case(WalkOutcome.OK):
-                            m.d.sync += [result.outcome.eq(Outcome.NO_EXIT), result.value.eq(walk.hpa)]
+                            m.d.sync += result.outcome.eq(Outcome.NO_EXIT)
                             m.next = "Respond"
                         with m.Case(WalkOutcome.VIOLATION, WalkOutcome.MISCONFIG):
                             m.d.sync += [
