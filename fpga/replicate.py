@@ -33,17 +33,20 @@ to route arc 0.0 of net ..._DI ... to DI1_SLICE") — which turned out to be the
 pairing that :func:`hwvirt.fpga.spread.unpin_shared_d` now takes care of, not the copies; LUT
 copies were not tried again.
 
-The build runs this with ``--max-fanout N`` on the pinned netlist, after the global buffers are
-inserted (:mod:`.globals` has moved the widest enables' CE/LSR pins off their nets by then). It is
-off by default: on the unit's seed-1 placement (f43d0bf's HDL) it made 86 copies of 25 registers and
-the routed clock fell from 45.2 to 36.4 MHz. Most loads of those registers are LUT inputs (data-mux
-selects), so a copy sits among LUTs whose outputs go on elsewhere, and the path through them grew
-(a copy of ``arch_load_next`` → 10.7 ns → a CE decode → 8.5 ns); the SoC's path did not involve
-them (43.2 → 44.2 MHz).
+The build runs this on the pinned netlist, after the global buffers are inserted (:mod:`.globals`
+has moved the widest enables' CE/LSR pins off their nets by then), for the flip-flops the HDL marks
+(:data:`MARK`, ``--marked-fanout N``, on by default) or, with ``--max-fanout N``, for every
+flip-flop. Every flip-flop is off by default: on the unit's seed-1 placement (f43d0bf's HDL) it made
+86 copies of 25 registers and the routed clock fell from 45.2 to 36.4 MHz. Most loads of those
+registers are LUT inputs (data-mux selects), so a copy sits among LUTs whose outputs go on
+elsewhere, and the path through them grew (a copy of ``arch_load_next`` → 10.7 ns → a CE decode →
+8.5 ns); the SoC's path did not involve them (43.2 → 44.2 MHz). The marked ones are registers the
+HDL made for copying: a D that is another register, set early enough (the unit's state-load
+selects, its gather rows' capture enables).
 
 Usage::
 
-    python -m hwvirt.fpga.replicate pinned.json replicated.json [--max-fanout 48]
+    python -m hwvirt.fpga.replicate pinned.json replicated.json [--max-fanout 48] [--marked-only]
 """
 
 import argparse
