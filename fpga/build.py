@@ -46,7 +46,8 @@ from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
 from amaranth.lib import io, wiring
 
 from .globals import GLOBAL_LIMIT
-from .replicate import DEFAULT_MAX_FANOUT, MARK, replicate_drivers
+from .replicate import DEFAULT_MAX_FANOUT, MARK, marked_bits, replicate_drivers
+from .wirelength import _top_module
 
 
 __all__ = ["BOARDS", "BLOCKS", "build", "UnitHarness", "SoCTop", "summarize_report"]
@@ -469,10 +470,12 @@ def _place_spread_route(build_dir, name, factor, global_enables, max_fanout, mos
         json.loads((build_dir / f"{name}_placed.json").read_text()),
         json.loads((build_dir / f"{name}.json").read_text()), factor=factor, most=most)
     print(summary, flush=True)
-    pinned, promotions = _promote_enables(pinned, global_enables)
+    # The marked flip-flops are copied below, so their enables need no buffer.
+    marked_only = max_fanout is None and marked_fanout is not None
+    exclude = marked_bits(_top_module(pinned)) if marked_only else ()
+    pinned, promotions = _promote_enables(pinned, global_enables, exclude)
     replications = []
     if max_fanout is not None or marked_fanout is not None:
-        marked_only = max_fanout is None
         limit = marked_fanout if marked_only else max_fanout
         pinned, replications = replicate_drivers(pinned, max_fanout=limit, marked_only=marked_only)
         print(f"replicated {len(replications)} {'marked ' if marked_only else ''}drivers: "
@@ -546,11 +549,12 @@ def _run_script(build_dir, script, *, start_at=None, stop_at=None):
     subprocess.run(["sh", "-ec", "\n".join(kept)], cwd=build_dir, check=True)
 
 
-def _promote_enables(netlist, limit):
-    """:func:`hwvirt.fpga.globals.promote_enables` on ``netlist`` with ``limit``, printing each
-    promotion: the netlist with the global buffers, and the promotions."""
+def _promote_enables(netlist, limit, exclude=()):
+    """:func:`hwvirt.fpga.globals.promote_enables` on ``netlist`` with ``limit`` (leaving the nets
+    ``exclude`` out), printing each promotion: the netlist with the global buffers, and the
+    promotions."""
     from .globals import promote_enables
-    netlist, promotions = promote_enables(netlist, limit=limit)
+    netlist, promotions = promote_enables(netlist, limit=limit, exclude=exclude)
     for promotion in promotions:
         print(f"global buffer for {promotion.net} ({promotion.pins} CE/LSR pins)", flush=True)
     return netlist, promotions

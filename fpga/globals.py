@@ -23,6 +23,7 @@ Usage::
 
 import argparse
 import json
+import math
 import sys
 from collections import Counter, namedtuple
 
@@ -30,7 +31,7 @@ from .logic_depth import net_arrivals, net_names
 from .wirelength import _top_module
 
 
-__all__ = ["ENABLE_PINS", "SITES", "GLOBAL_LIMIT", "Promotion", "promote_enables", "main"]
+__all__ = ["ENABLE_PINS", "SITES", "GLOBAL_LIMIT", "PIN_WEIGHT_NS", "Promotion", "promote_enables", "main"]
 
 #: The flip-flop pins a global network reaches besides the clock: clock enable and set/reset.
 ENABLE_PINS = ("CE", "LSR")
@@ -45,19 +46,26 @@ ENABLE_PINS = ("CE", "LSR")
 SITES = tuple(f"X67/Y0/TDCC{index}" for index in range(7))
 #: How many enables can go on global buffers: one per site.
 GLOBAL_LIMIT = len(SITES)
+#: What a doubling of a net's CE/LSR pins counts for against the logic before it, in ns of modelled
+#: arrival, when nets are ranked for the buffers. On the spread placements, general routing took an
+#: enable of 136–300 pins about 7–10 ns to its last flip-flop and one of 500–1500 pins 15–20 ns
+#: (``fpga/README.md``), while the logic in front of the candidates is at most ~5 ns: without the
+#: width, a 1472-pin enable straight from a flip-flop lost its buffer to 136-pin nets decoded a few
+#: LUTs deep and became the critical path (19.4 ns).
+PIN_WEIGHT_NS = 2.5
 
 Promotion = namedtuple("Promotion", "net buffer pins")
 
 
-def promote_enables(netlist, *, limit=GLOBAL_LIMIT, min_fanout=128):
+def promote_enables(netlist, *, limit=GLOBAL_LIMIT, min_fanout=128, exclude=()):
     """A copy of ``netlist`` (Yosys JSON, a dict) with a DCCA in ``limit`` of the nets that drive at
-    least ``min_fanout`` flip-flop CE/LSR pins, and the list of :class:`Promotion` (net name, buffer
+    least ``min_fanout`` flip-flop CE/LSR pins (other than the net bits in ``exclude``: nets that
+    are split another way, :mod:`.replicate`), and the list of :class:`Promotion` (net name, buffer
     cell name, number of pins moved) in the order chosen. ``netlist`` is not changed.
 
-    The nets chosen are those whose logic settles last (the modelled arrival time of
-    :func:`hwvirt.fpga.logic_depth.net_arrivals`), then the widest: an enable decoded from a few
-    registers reaches its flip-flops in time over general routing, one at the end of the sequencer's
-    decisions does not."""
+    The nets chosen are those whose enable would arrive last over general routing: the modelled
+    arrival time of their logic (:func:`hwvirt.fpga.logic_depth.net_arrivals`) plus
+    :data:`PIN_WEIGHT_NS` per doubling of their pins; then the widest."""
     if not 0 <= limit <= GLOBAL_LIMIT:
         raise ValueError(f"limit must be 0 to {GLOBAL_LIMIT} (the buffer sites), not {limit!r}")
     if min_fanout < 1:
@@ -80,8 +88,11 @@ def promote_enables(netlist, *, limit=GLOBAL_LIMIT, min_fanout=128):
                     clock_nets.add(bit)
     names = net_names(module)
     arrival = net_arrivals(module)
-    candidates = [bit for bit, count in enable_pins.items() if count >= min_fanout and bit not in clock_nets]
-    candidates.sort(key=lambda bit: (-round(arrival(bit)[0], 6), -enable_pins[bit], bit))
+    exclude = set(exclude)
+    candidates = [bit for bit, count in enable_pins.items()
+                  if count >= min_fanout and bit not in clock_nets and bit not in exclude]
+    candidates.sort(key=lambda bit: (-round(arrival(bit)[0] + PIN_WEIGHT_NS * math.log2(enable_pins[bit]), 6),
+                                     -enable_pins[bit], bit))
     chosen = candidates[:limit]
     used = [bit for cell in cells.values() for bits in cell["connections"].values() for bit in bits]
     used += [bit for info in module["netnames"].values() for bit in info["bits"]]

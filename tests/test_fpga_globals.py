@@ -1,10 +1,13 @@
 """fpga/globals.py: the widest flip-flop enables of a synthesized netlist go through global buffers."""
 
 import json
+import math
 
 import pytest
 
-from hwvirt.fpga.globals import SITES, main, promote_enables
+from hwvirt.fpga.globals import PIN_WEIGHT_NS, SITES, main, promote_enables
+from hwvirt.fpga.logic_depth import net_arrivals
+from hwvirt.fpga.wirelength import _top_module
 
 
 def _ff(clk, *, ce=None, lsr=None, di=None, q=None):
@@ -86,18 +89,42 @@ def test_min_fanout_and_the_clock():
     assert promotions == [] and json.dumps(promoted) == json.dumps(_netlist())
 
 
-def test_late_enables_go_first():
-    """A net decoded through two LUTs goes on a global buffer before a wider one straight from a
-    flip-flop."""
+def _late_netlist(late_pins):
+    """:func:`_netlist` and net 141, decoded through two LUTs from flip-flop outputs, enabling
+    ``late_pins`` flip-flops."""
     netlist = _netlist()
     cells = _cells(netlist)
     cells["decode1"] = _lut(100, 101, z=140)
     cells["decode2"] = _lut(140, 102, z=141)
-    for i in range(3):
+    for i in range(late_pins):
         cells[f"late{i}"] = _ff(2, ce=141, q=160 + i)
     netlist["modules"]["top"]["netnames"]["late"] = {"hide_name": 0, "bits": [141]}
-    promoted, promotions = promote_enables(netlist, limit=2, min_fanout=3)
-    assert [(p.net, p.pins) for p in promotions] == [("late", 3), ("en_wide", 5)]
+    return netlist
+
+
+def test_late_enables_go_first_width_weighed():
+    """Nets are ranked by their logic's modelled arrival plus PIN_WEIGHT_NS per doubling of their
+    pins: a net decoded through two LUTs goes before one as wide straight from a flip-flop, and
+    after one enough wider."""
+    arrival = net_arrivals(_top_module(_late_netlist(5)))(141)[0]
+    assert arrival > 0
+    promoted, promotions = promote_enables(_late_netlist(5), limit=2, min_fanout=3)
+    assert [(p.net, p.pins) for p in promotions] == [("late", 5), ("en_wide", 5)]
+    # 5 pins straight from a flip-flop against fewer, late ones: as many as the arrival is worth
+    worth = 5 / 2 ** (arrival / PIN_WEIGHT_NS)
+    fewer = math.floor(worth) + 1
+    promoted, promotions = promote_enables(_late_netlist(fewer), limit=1, min_fanout=3)
+    assert [(p.net, p.pins) for p in promotions] == [("late", fewer)]
+    fewer = math.floor(worth) - (1 if worth == math.floor(worth) else 0)
+    assert fewer >= 3
+    promoted, promotions = promote_enables(_late_netlist(fewer), limit=1, min_fanout=3)
+    assert [(p.net, p.pins) for p in promotions] == [("en_wide", 5)]
+
+
+def test_excluded_nets_get_no_buffer():
+    promoted, promotions = promote_enables(_netlist(), limit=2, min_fanout=2, exclude={10})
+    assert [(p.net, p.pins) for p in promotions] == [("rst", 4), ("en_narrow", 2)]
+    assert all(_cells(promoted)[f"wide{i}"]["connections"]["CE"] == [10] for i in range(5))
 
 
 @pytest.mark.parametrize("kwargs, message", [
