@@ -224,9 +224,11 @@ class SysRegs(wiring.Component):
 class SharedRAM(wiring.Component):
     """RAM, 64 bits wide, shared by the core (32-bit port) and the unit (64-bit Wishbone target).
 
-    One access a cycle, in three registered steps (timing): the arbiter grants a request in cycle *t*
+    One access a cycle, in registered steps (timing): the arbiter grants a request in cycle *t*
     and registers its address, data and byte enables; the block RAMs take them in *t* + 1 and their
-    read data is there in *t* + 2. So a core request granted in *t* is answered (``ready``) in *t* + 2.
+    read data is there in *t* + 2, registered for the core and answered (``ready``) in *t* + 3. (The
+    block RAM's 5.6 ns clock-to-out and the core's load path behind ``rdata`` did not fit one cycle:
+    the SoC's critical path at 46f7338, seed 1, 19.1 ns.)
     Before, the grant drove the address and write enables of the 32 block RAMs in the cycle it was
     decided, and that was the SoC's critical path (b5d9ee0, 44.9 MHz: the core's address → the grant →
     the block RAMs' write enables, 22.3 ns). The unit's request is registered before it competes for
@@ -268,11 +270,11 @@ class SharedRAM(wiring.Component):
         index_bits = ceil_log2(self.depth)
         cpu, wb = self.cpu, self.wb
 
-        # Where a granted access is: in the block RAMs (*t* + 1), its read data out (*t* + 2), and for
-        # the unit its data registered and acknowledged (*t* + 3).
-        cpu_reading, cpu_answer = Signal(), Signal()
+        # Where a granted access is: in the block RAMs (*t* + 1), its read data out (*t* + 2), and
+        # its data registered and acknowledged (*t* + 3).
+        cpu_reading, cpu_answer, cpu_acked = Signal(), Signal(), Signal()
         wb_reading, wb_answer, wb_acked = Signal(), Signal(), Signal()
-        cpu_in_flight = cpu_reading | cpu_answer
+        cpu_in_flight = cpu_reading | cpu_answer | cpu_acked
         wb_in_flight = wb_reading | wb_answer | wb_acked
 
         # The unit's request, registered before it competes.
@@ -317,14 +319,18 @@ class SharedRAM(wiring.Component):
             wb_reading.eq(grant_wb), beyond[0].eq(wb_beyond), beyond[1].eq(beyond[0]),
         ]
 
-        # Step 3 (t + 2): the read data; the core's is answered now, the unit's registered first.
+        # Step 3 (t + 2): the read data, registered; answered in t + 3.
         wb_data = Signal(64)
-        m.d.sync += [cpu_answer.eq(cpu_reading), wb_answer.eq(wb_reading), wb_acked.eq(wb_answer)]
+        cpu_data = Signal(32)
+        m.d.sync += [cpu_answer.eq(cpu_reading), wb_answer.eq(wb_reading),
+                     cpu_acked.eq(cpu_answer), wb_acked.eq(wb_answer)]
         with m.If(wb_answer):
             m.d.sync += wb_data.eq(Mux(beyond[1], 0, rd.data))
+        with m.If(cpu_answer):
+            m.d.sync += cpu_data.eq(Mux(upper[1], rd.data[32:64], rd.data[0:32]))
         m.d.comb += [
             wb.ack.eq(wb_acked), wb.dat_r.eq(wb_data),
-            cpu.ready.eq(cpu_answer), cpu.rdata.eq(Mux(upper[1], rd.data[32:64], rd.data[0:32])),
+            cpu.ready.eq(cpu_acked), cpu.rdata.eq(cpu_data),
         ]
         return m
 

@@ -242,8 +242,8 @@ def test_register_access_takes_five_cycles():
 
 def test_shared_ram_serves_both_masters():
     """Core and unit hammer the RAM at once: each gets every access, round robin. Alone, the core's
-    access is answered two cycles after its request (registered grant, then the block RAM's read), the
-    unit's four cycles after (its request and its read data registered too)."""
+    access is answered three cycles after its request (registered grant, the block RAM's read, its
+    read data registered), the unit's four cycles after (its request registered too)."""
     ram = SharedRAM(size=1024, init=[0x1111_0000_0000_0000 | i for i in range(128)], addr_width=36)
 
     async def ticks_until(ctx, answer):
@@ -257,7 +257,7 @@ def test_shared_ram_serves_both_masters():
         cpu, wb = ram.cpu, ram.wb
         ctx.set(cpu.valid, 1)
         ctx.set(cpu.addr, 8 * 3)
-        assert await ticks_until(ctx, cpu.ready) == 2 and ctx.get(cpu.rdata) == 3
+        assert await ticks_until(ctx, cpu.ready) == 3 and ctx.get(cpu.rdata) == 3
         ctx.set(cpu.valid, 0)
         await ctx.tick()
         ctx.set(wb.cyc, 1)
