@@ -633,8 +633,8 @@ def main(argv=None):
                              f'(hwvirt.fpga.spread); default "auto": "fill", at most {AUTO_MOST_SPREAD}, '
                              "for the SoC and the whole unit, none for single blocks and --place-only")
     parser.add_argument("--global-enables", type=int, metavar="N",
-                        help=f"ECP5: put N flip-flop enables (CE/LSR nets; the latest-settling, "
-                             f"then the widest) on global buffers (hwvirt.fpga.globals); 0 to "
+                        help=f"ECP5: put N flip-flop enables (CE/LSR nets; the latest by their logic's "
+                             f"arrival and their width) on global buffers (hwvirt.fpga.globals); 0 to "
                              f"{GLOBAL_LIMIT}, default "
                              f"{GLOBAL_LIMIT} on ECP5 and 0 on iCE40")
     parser.add_argument("--max-fanout", type=_max_fanout, default=None, metavar="N",
