@@ -13,8 +13,8 @@ This inserts a DCCA into ``limit`` of the nets that drive at least ``min_fanout`
 those whose enable would arrive last, by their logic and their width, see :func:`promote_enables` —
 in the JSON netlist that ``synth_ecp5`` writes, or in one whose cells :mod:`hwvirt.fpga.spread` has
 pinned (the build does that on a spread placement: the buffers' sites are at the die's edges and
-would pull their drivers there if placed with them): the CE and LSR pins move to the buffer's output, every other user keeps the original
-net. Each buffer is pinned to one of :data:`SITES`.
+would pull their drivers there if placed with them): the CE and LSR pins move to the buffer's
+output, every other user keeps the original net. Each buffer is pinned to one of :data:`SITES`.
 
 Usage::
 
