@@ -112,12 +112,12 @@ def test_late_enables_go_first_width_weighed():
     assert [(p.net, p.pins) for p in promotions] == [("late", 5), ("en_wide", 5)]
     # 5 pins straight from a flip-flop against fewer, late ones: as many as the arrival is worth
     worth = 5 / 2 ** (arrival / PIN_WEIGHT_NS)
-    fewer = math.floor(worth) + 1
-    promoted, promotions = promote_enables(_late_netlist(fewer), limit=1, min_fanout=3)
-    assert [(p.net, p.pins) for p in promotions] == [("late", fewer)]
-    fewer = math.floor(worth) - (1 if worth == math.floor(worth) else 0)
-    assert fewer >= 3
-    promoted, promotions = promote_enables(_late_netlist(fewer), limit=1, min_fanout=3)
+    enough = math.floor(worth) + 1
+    promoted, promotions = promote_enables(_late_netlist(enough), limit=1, min_fanout=3)
+    assert [(p.net, p.pins) for p in promotions] == [("late", enough)]
+    too_few = math.floor(worth) - (1 if worth == math.floor(worth) else 0)
+    assert too_few >= 3
+    promoted, promotions = promote_enables(_late_netlist(too_few), limit=1, min_fanout=3)
     assert [(p.net, p.pins) for p in promotions] == [("en_wide", 5)]
 
 

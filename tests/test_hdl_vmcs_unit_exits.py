@@ -353,20 +353,21 @@ def test_load_selects_are_set_before_each_load():
             for kind, load in loads.items():
                 seen[kind] += load
 
-    msr_list = (0x175).to_bytes(8, "little") + (0x1234).to_bytes(8, "little")
-    bad_msr_list = (0x8B).to_bytes(8, "little") + bytes(8)          # IA32_BIOS_UPDT_TRIG: not loadable
-    memory = {EXIT_LOAD: msr_list, EXIT_STORE: bad_msr_list}
+    # VM-entry MSR-load lists: one that loads, one whose entry fails (IA32_BIOS_UPDT_TRIG is not loadable)
+    good_list, bad_list = 0x22000, 0x23000
+    memory = {good_list: (0x175).to_bytes(8, "little") + (0x1234).to_bytes(8, "little"),
+              bad_list: (0x8B).to_bytes(8, "little") + bytes(8)}
 
     async def body(driver, unit, ctx):
         failed = await launch(driver, valid_fields(GUEST_RFLAGS=0))
         assert failed["outcome"] == Outcome.ENTRY_FAILED
-        await vmwrite(driver, GUEST_RFLAGS=2, VM_ENTRY_MSR_LOAD_COUNT=1, VM_ENTRY_MSR_LOAD_ADDR=EXIT_LOAD)
+        await vmwrite(driver, GUEST_RFLAGS=2, VM_ENTRY_MSR_LOAD_COUNT=1, VM_ENTRY_MSR_LOAD_ADDR=good_list)
         assert (await driver.execute(VMXOp.VMLAUNCH))["outcome"] == Outcome.ENTERED
         assert (await driver.guest_event(event("cpuid")))["outcome"] == Outcome.EXIT
         assert (await driver.execute(VMXOp.VMRESUME))["outcome"] == Outcome.ENTERED
         assert (await driver.guest_event(event("rdtsc")))["outcome"] == Outcome.NO_EXIT
         assert (await driver.guest_event(event("rdmsr", msr=0x175)))["outcome"] == Outcome.EXIT
-        await vmwrite(driver, VM_ENTRY_MSR_LOAD_ADDR=EXIT_STORE)
+        await vmwrite(driver, VM_ENTRY_MSR_LOAD_ADDR=bad_list)
         entry = await driver.execute(VMXOp.VMRESUME)
         assert entry["outcome"] == Outcome.ENTRY_FAILED, entry
         await vmwrite(driver, **{**timer_fields(0), "VM_ENTRY_MSR_LOAD_COUNT": 0})
