@@ -56,6 +56,7 @@ import re
 import sys
 from collections import namedtuple
 
+from ..hdl.vmcs_unit import FANOUT_COPIES
 from .logic_depth import net_names
 from .spread import FIRST_COLUMN, LAST_COLUMN, parse_slice_bel
 from .wirelength import _top_module
@@ -68,8 +69,9 @@ __all__ = ["DEFAULT_MAX_FANOUT", "MARK", "Replication", "replicate_drivers", "ma
 DEFAULT_MAX_FANOUT = 48
 #: The attribute with which the HDL marks a register to be copied per group of loads (an Amaranth
 #: ``Signal(attrs={MARK: 1})``; Yosys keeps it on the register's output net). Such a register's D is
-#: another register, so that a copy far from where D is made costs no logic.
-MARK = "fanout_copies"
+#: another register, so that a copy far from where D is made costs no logic. Defined with the HDL
+#: that uses it (:data:`hwvirt.hdl.vmcs_unit.FANOUT_COPIES`).
+MARK = FANOUT_COPIES
 
 Replication = namedtuple("Replication", "net driver loads copies")
 

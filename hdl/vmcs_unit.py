@@ -53,13 +53,16 @@ from .vmcs_fields import BY_NAME, VMCS_FIELDS, FieldType, FieldWidth
 
 __all__ = [
     "VMXOp", "Outcome", "Fault", "VMInstructionError", "ERROR_DESCRIPTIONS", "Command", "Result", "ProcessorState", "VMXStatus",
-    "FieldDecoder", "VMCSStore", "VMCSUnit", "INVALID_POINTER", "REGION_FIELD_BASE",
+    "FieldDecoder", "VMCSStore", "VMCSUnit", "INVALID_POINTER", "REGION_FIELD_BASE", "FANOUT_COPIES",
 ]
 
 #: The current-VMCS pointer when there is no current VMCS (SDM vol. 3C §25.1).
 INVALID_POINTER = (1 << 64) - 1
 #: Byte offset of the first field in a VMCS region (our layout).
 REGION_FIELD_BASE = 0x10
+#: The signal attribute that marks a register whose D is another register, for the FPGA build to
+#: copy per group of nearby loads (``hwvirt.fpga.replicate``): ``Signal(attrs={FANOUT_COPIES: 1})``.
+FANOUT_COPIES = "fanout_copies"
 _LAUNCH_WORD_OFFSET = 0x8
 
 #: Control fields the exit decision reads: gathered at VM entry with the fields the checks read.
@@ -839,11 +842,11 @@ class VMCSUnit(wiring.Component):
         # decoded in the same cycle (timing). ``gather_reading`` is one-hot over the rows, the row
         # Entry-Gather reads this cycle (all zero outside Entry-Gather), so each enable is a plain
         # copy of a register, two cycles late, which the build copies per group of nearby loads
-        # (``fanout_copies``, as the state loads' selects below).
+        # (``FANOUT_COPIES``, as the state loads' selects below).
         gather_reading = Signal(self.entry_gather_cycles)
         for row in range(self.entry_gather_cycles):
             reading = Signal(name=f"gather_read_row{row}")
-            capture = Signal(name=f"gather_capture_row{row}", attrs={"fanout_copies": 1})
+            capture = Signal(name=f"gather_capture_row{row}", attrs={FANOUT_COPIES: 1})
             m.d.sync += [reading.eq(gather_reading[row]), capture.eq(reading)]
             with m.If(capture):
                 for bank in range(self.banks):
@@ -979,7 +982,7 @@ class VMCSUnit(wiring.Component):
         # Which source the next load takes, a mode held between loads and set at least two cycles
         # before the load it selects for, and its copy a cycle later, the select of the loads'
         # data muxes (~1000 LUT inputs each): a flip-flop whose D is a flip-flop, which the build
-        # copies per group of nearby loads (``fanout_copies``; timing: one flip-flop could not reach
+        # copies per group of nearby loads (``FANOUT_COPIES``; timing: one flip-flop could not reach
         # its loads across the die in a cycle, and a copy of a strobe decided the cycle before would
         # carry the decision's logic to every copy).
         # ``arch_source_host``: host state, not guest state; 0 from the start of a VM entry until
@@ -989,8 +992,8 @@ class VMCSUnit(wiring.Component):
         # prepared and decided, from Guest-Run's last cycle until a save starts or Respond.
         arch_source_host = Signal()
         arch_source_next = Signal()
-        arch_select_host = Signal(attrs={"fanout_copies": 1})
-        arch_select_next = Signal(attrs={"fanout_copies": 1})
+        arch_select_host = Signal(attrs={FANOUT_COPIES: 1})
+        arch_select_next = Signal(attrs={FANOUT_COPIES: 1})
         m.d.sync += [arch_select_host.eq(arch_source_host), arch_select_next.eq(arch_source_next)]
 
         def strobe_guest_load(load):
