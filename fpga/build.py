@@ -50,7 +50,7 @@ from .replicate import DEFAULT_MAX_FANOUT, MARK, marked_bits, replicate_drivers
 from .wirelength import _top_module
 
 
-__all__ = ["BOARDS", "BLOCKS", "build", "UnitHarness", "SoCTop", "summarize_report"]
+__all__ = ["BOARDS", "BLOCKS", "build", "UnitHarness", "SoCTop", "summarize_report", "late_endpoints"]
 
 
 def _yowasp_env():
@@ -254,7 +254,45 @@ def summarize_report(report, board, kind, harness=None):
             steps.append({"type": step.get("type"), "from": step.get("from", {}).get("cell"),
                           "to": step.get("to", {}).get("cell"), "delay_ns": step.get("delay")})
         summary["critical_path"] = {"from": worst.get("from"), "to": worst.get("to"), "steps": steps}
+    if "detailed_net_timings" in report and target:
+        summary["late_endpoints"] = late_endpoints(report, 1000 / max(target.values()))
     return summary
+
+
+#: Register groups listed in a summary's ``late_endpoints`` (the rest are counted).
+LATE_GROUPS_LISTED = 25
+
+
+def late_endpoints(report, period_ns):
+    """The register and block-RAM inputs that nextpnr's timing analysis has arriving later than
+    ``period_ns``, from a ``--report`` written with ``--detailed-timing-report``: there every net
+    lists the register inputs it drives (``endpoints``) with the [min, max] arrival of the data at
+    each, in ns after the clock edge. Nextpnr names one critical path; this counts all of them.
+
+    Returns ``{"period_ns", "endpoints", "late", "groups"}``: ``groups`` has one
+    ``{"register", "pin", "late", "worst_ns"}`` per register (its cell name without the bit and the
+    mapping suffixes) and input pin, worst first, the first :data:`LATE_GROUPS_LISTED` of them;
+    ``late_groups`` counts them all.
+    """
+    import re
+    arrivals = {}
+    for net in report["detailed_net_timings"]:
+        for sink in net.get("endpoints", []):
+            latest = sink["delay"][-1] if isinstance(sink["delay"], list) else sink["delay"]
+            key = (sink["cell"], sink["port"])
+            arrivals[key] = max(arrivals.get(key, 0.0), float(latest))
+    groups = {}
+    for (cell, pin), arrival in arrivals.items():
+        if arrival <= period_ns:
+            continue
+        key = (re.sub(r"(_TRELLIS_FF|_LUT4|_DP16KD|\$).*|\[.*", "", cell), pin)
+        worst, count = groups.get(key, (0.0, 0))
+        groups[key] = (max(worst, arrival), count + 1)
+    ordered = sorted(groups.items(), key=lambda item: (-item[1][0], item[0]))
+    return {"period_ns": round(period_ns, 3), "endpoints": len(arrivals),
+            "late": sum(count for _, count in groups.values()), "late_groups": len(groups),
+            "groups": [{"register": register, "pin": pin, "late": count, "worst_ns": round(worst, 3)}
+                       for (register, pin), (worst, count) in ordered[:LATE_GROUPS_LISTED]]}
 
 
 def _yosys_ff_count(build_dir, name):
@@ -355,7 +393,8 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
     # A missed target still gives a bitstream (it runs from the board oscillator); see timing_verdict.
     if router not in ROUTERS:
         raise ValueError(f"unknown router {router!r}; choose from {', '.join(ROUTERS)}")
-    nextpnr_opts = f"--report report.json --seed {int(seed)} --router {router} --timing-allow-fail"
+    nextpnr_opts = (f"--report report.json --detailed-timing-report --seed {int(seed)} --router {router} "
+                    f"--timing-allow-fail")
     script = f"build_{name}.sh"
     promotions, replications = [], []
     if board in ECP5_BOARDS:
@@ -599,6 +638,12 @@ def format_summary(s):
             lines.append(f"    {'+ %.3f ns routing' % wire if wire else '':<21} {step['type']:<9} "
                          f"{step['delay_ns']:.3f} ns  {step['to']}")
             wire = 0.0
+    late = s.get("late_endpoints")
+    if late:
+        lines.append(f"  late endpoints: {late['late']} of {late['endpoints']} register inputs arrive after "
+                     f"{late['period_ns']} ns, in {late['late_groups']} registers (worst first):")
+        for g in late["groups"]:
+            lines.append(f"    {g['worst_ns']:6.2f} ns {g['late']:5d}  {g['register']}.{g['pin']}")
     return "\n".join(lines)
 
 

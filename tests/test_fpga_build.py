@@ -140,6 +140,7 @@ def test_unit_alone_ulx3s_85f(tmp_path):
     assert summary["fmax_mhz"], "nextpnr reported no fmax"
     assert summary["timing"] != "fails", "too slow even for the board oscillator"
     assert summary["global_enables"], "no enable went onto a global buffer"
+    assert summary["late_endpoints"]["endpoints"] > 10000, "nextpnr's report timed no register inputs"
 
 
 # Between the two builds in this file, so that pytest-xdist gives them to different workers (in
@@ -179,6 +180,7 @@ def test_soc_ulx3s_85f(tmp_path):
     assert Path(summary["bitstream"]).stat().st_size > 0
     assert summary["bram"] >= 32            # 64 KiB of RAM in DP16KD blocks, plus the VMCS store
     assert summary["timing"] != "fails", "too slow even for the board oscillator"
+    assert summary["late_endpoints"]["endpoints"] > 10000, "nextpnr's report timed no register inputs"
 
 
 @pytest.mark.parametrize("board, block, place_only, expected", [
@@ -267,6 +269,44 @@ def test_summary_reports_the_clock_path_with_its_routing():
     summary["replicated"] = [{"net": "a", "driver": "a_FF", "loads": 900, "copies": 18},
                              {"net": "b", "driver": "b_LUT", "loads": 60, "copies": 1}]
     assert "  replicated drivers: 2 nets split, 19 copies (hwvirt.fpga.replicate)" in format_summary(summary)
+
+
+def test_late_endpoints_count_every_register_input_after_the_period():
+    """nextpnr's detailed report lists, per net, the register inputs it drives with the [min, max]
+    arrival at each; the summary counts those after the clock period, per register and pin."""
+    from hwvirt.fpga.build import LATE_GROUPS_LISTED, format_summary, late_endpoints, summarize_report
+
+    def net(name, *sinks):
+        return {"net": name, "driver": "d", "port": "Z", "event": "e", "sources": [],
+                "endpoints": [{"cell": cell, "port": pin, "event": "e", "delay": [0.5, latest]}
+                              for cell, pin, latest in sinks]}
+
+    report = {"detailed_net_timings": [
+        net("n1", ("u.x_TRELLIS_FF_Q", "DI", 12.0), ("u.x_TRELLIS_FF_Q_1", "DI", 14.0),
+            ("u.x_TRELLIS_FF_Q_2", "CE", 13.0)),
+        net("n2", ("u.y_TRELLIS_FF_Q", "DI", 9.0), ("u.ram.mem_DP16KD", "ADA3", 12.5)),
+        net("n3", ("u.x_TRELLIS_FF_Q_2", "CE", 11.0)),      # a later entry of the same pin: the max counts
+    ]}
+    late = late_endpoints(report, 10.0)
+    assert (late["endpoints"], late["late"], late["late_groups"]) == (5, 4, 3)
+    assert [(g["register"], g["pin"], g["late"], g["worst_ns"]) for g in late["groups"]] == [
+        ("u.x", "DI", 2, 14.0), ("u.x", "CE", 1, 13.0), ("u.ram.mem", "ADA3", 1, 12.5)]
+    assert late_endpoints(report, 14.0)["late"] == 0
+    many = {"detailed_net_timings": [net(f"n{i}", (f"r{i}_TRELLIS_FF_Q", "DI", 20.0 + i))
+                                     for i in range(LATE_GROUPS_LISTED + 5)]}
+    assert len(late_endpoints(many, 10.0)["groups"]) == LATE_GROUPS_LISTED
+    assert late_endpoints(many, 10.0)["late_groups"] == LATE_GROUPS_LISTED + 5
+
+    # In the summary: timed against the constraint (100 MHz: 10 ns) and printed.
+    report.update(utilization={}, fmax={"clk": {"achieved": 70.0, "constraint": 100.0}})
+    summary = summarize_report(report, "ulx3s-85f", "unit")
+    assert summary["late_endpoints"] == late
+    summary.update(bitstream="x.bit", oscillator_mhz=25.0, timing="oscillator")
+    lines = format_summary(summary).splitlines()
+    assert "  late endpoints: 4 of 5 register inputs arrive after 10.0 ns, in 3 registers (worst first):" in lines
+    assert lines[-3].split() == ["14.00", "ns", "2", "u.x.DI"]
+    del report["detailed_net_timings"]
+    assert "late_endpoints" not in summarize_report(report, "ulx3s-85f", "unit")
 
 
 def test_run_script_runs_the_commands_between_two_tools(tmp_path):
