@@ -240,6 +240,34 @@ def test_register_access_takes_five_cycles():
     assert waits == [4] * len(waits)
 
 
+def test_every_raw_word_writes_only_itself_and_reads_back():
+    """Each raw word of every writable block takes its own value (masked to the block's width) and
+    reads it back after all were written, so no write reached another word; the words after a
+    block's last one, and a block number past the map, read 0."""
+    dut = _Bench()
+    regmap = dut.mmio.regmap
+    blocks = [b for b in regmap.blocks if b.writable]
+    expected = {}
+    for number, block in enumerate(blocks):
+        for i in range(block.words):
+            width = min(32, block.width - 32 * i)
+            expected[block.base + 4 * i] = (0x9E37_79B9 * (number * 64 + i + 1)) & ((1 << width) - 1)
+
+    async def tb(ctx):
+        for addr, value in expected.items():
+            await _access(ctx, dut.regs, addr, value)
+        for addr, value in expected.items():
+            assert await _access(ctx, dut.regs, addr) == value, hex(addr)
+        for block in blocks:
+            assert await _access(ctx, dut.regs, block.base + 4 * block.words) == 0
+        assert await _access(ctx, dut.regs, regmap.size - 4) == 0
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    run_simulation(sim)
+
+
 def test_shared_ram_serves_both_masters():
     """Core and unit hammer the RAM at once: each gets every access, round robin. Alone, the core's
     access is answered three cycles after its request (registered grant, the block RAM's read, its
