@@ -47,14 +47,14 @@ The exact offsets, and the bit positions of every field inside the raw words, ar
 ``hwvirt_regs.h`` (:func:`fpga.regmap.c_header`), which the firmware build writes from the same map.
 """
 
-from amaranth.hdl import Array, Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal, Value
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from hwvirt.hdl.bus import WishboneSignature
-from hwvirt.hdl.vmcs_unit import FANOUT_COPIES, VMCSUnit
+from hwvirt.hdl.vmcs_unit import VMCSUnit
 
 from .regmap import BLOCK_SIZE, CONTROL_OFFSET, UNIT_ID, unit_register_map
 
@@ -370,18 +370,15 @@ class UnitMMIO(wiring.Component):
 
         # The request is registered first and decoded block by block, so that the ~300 registers
         # of the map do not converge on the core's address and data lines in one cycle: cycle 1
-        # latches the request; cycle 2 latches, in each block, the addressed word of every group of
-        # 16 words, and decodes a write into one flag per writable word; cycle 3 latches each
-        # block's addressed group word (a block has up to 256 words: two 16-way selects instead of
-        # one 256-way) and performs a write (the word's flag is its registers' enable); cycle 4
-        # picks the addressed block's word; the core gets ``ready`` in cycle 5 (a register access
-        # takes five cycles). The selects are binary mux trees on the request's registers, which the
-        # FPGA build copies per group of nearby loads (FANOUT_COPIES): their loads are all over the
-        # die, where the ports they read are.
+        # latches the request; cycle 2 performs a write, or latches, in each block, the addressed
+        # word of every group of 16 words; cycle 3 latches each block's addressed group word (a
+        # block has up to 256 words: two 16-way selects instead of one 256-way); cycle 4 picks the
+        # addressed block's word; the core gets ``ready`` in cycle 5 (a register access takes five
+        # cycles).
         bus = self.bus
         phase = Signal(range(5))
-        req_block = Signal(range(self.regmap.size // BLOCK_SIZE), attrs={FANOUT_COPIES: 1})
-        req_word = Signal(exact_log2(BLOCK_SIZE // 4), attrs={FANOUT_COPIES: 1})
+        req_block = Signal(range(self.regmap.size // BLOCK_SIZE))
+        req_word = Signal(exact_log2(BLOCK_SIZE // 4))
         req_write = Signal()
         req_wdata = Signal(32)
         m.d.comb += bus.ready.eq(phase == 4)
@@ -437,26 +434,18 @@ class UnitMMIO(wiring.Component):
                 if block.writable:
                     writers[index] = [("set", part)]
 
-        writing = Signal()
-        m.d.sync += writing.eq((phase == 1) & req_write)
-        for index, actions in writers.items():
-            hit = Signal(name=f"write_word{index}")
-            m.d.sync += hit.eq(writing & (Cat(req_word, req_block) == index))
-            with m.If(hit):
-                for action, target in actions:
-                    if action == "set":
-                        m.d.sync += target.eq(req_wdata[0:len(target)])
-                    elif action == "go":
-                        m.d.sync += target.eq(1)
-                    elif action == "pop":
-                        m.d.sync += target.eq(0)
-
-        def select(values, index):
-            """``values[index]`` (a dict by position; 0 where it has none) as a binary mux tree."""
-            table = [Value.cast(values.get(i, 0)).as_unsigned() for i in range(1 << len(index))]
-            return Array(table)[index]
-
-        words_per_block, group_bits = BLOCK_SIZE // 4, exact_log2(GROUP_WORDS)
+        words_per_block = BLOCK_SIZE // 4
+        with m.If((phase == 1) & req_write):
+            with m.Switch(Cat(req_word, req_block)):
+                for index, actions in writers.items():
+                    with m.Case(index):
+                        for action, target in actions:
+                            if action == "set":
+                                m.d.sync += target.eq(req_wdata[0:len(target)])
+                            elif action == "go":
+                                m.d.sync += target.eq(1)
+                            elif action == "pop":
+                                m.d.sync += target.eq(0)
         block_words = {}
         for index, value in readers.items():
             block_words.setdefault(index // words_per_block, {})[index % words_per_block] = value
@@ -468,10 +457,25 @@ class UnitMMIO(wiring.Component):
             group_rdata = {}
             for group, members in groups.items():
                 group_rdata[group] = Signal(32, name=f"block{number}_group{group}_rdata")
-                m.d.sync += group_rdata[group].eq(select(members, req_word[:group_bits]))
+                with m.Switch(req_word % GROUP_WORDS):
+                    for word, value in members.items():
+                        with m.Case(word):
+                            m.d.sync += group_rdata[group].eq(value)
+                    with m.Default():
+                        m.d.sync += group_rdata[group].eq(0)
             block_rdata[number] = Signal(32, name=f"block{number}_rdata")
-            m.d.sync += block_rdata[number].eq(select(group_rdata, req_word[group_bits:]))
-        m.d.sync += rdata.eq(select(block_rdata, req_block))
+            with m.Switch(req_word // GROUP_WORDS):
+                for group, word_read in group_rdata.items():
+                    with m.Case(group):
+                        m.d.sync += block_rdata[number].eq(word_read)
+                with m.Default():
+                    m.d.sync += block_rdata[number].eq(0)
+        with m.Switch(req_block):
+            for number, word_read in block_rdata.items():
+                with m.Case(number):
+                    m.d.sync += rdata.eq(word_read)
+            with m.Default():
+                m.d.sync += rdata.eq(0)
         return m
 
 
