@@ -269,10 +269,10 @@ def late_endpoints(report, period_ns):
     lists the register inputs it drives (``endpoints``) with the [min, max] arrival of the data at
     each, in ns after the clock edge. Nextpnr names one critical path; this counts all of them.
 
-    Returns ``{"period_ns", "endpoints", "late", "groups"}``: ``groups`` has one
+    Returns ``{"period_ns", "endpoints", "late", "late_groups", "groups"}``: how many inputs were
+    timed and how many are late, in how many groups; ``groups`` has one
     ``{"register", "pin", "late", "worst_ns"}`` per register (its cell name without the bit and the
-    mapping suffixes) and input pin, worst first, the first :data:`LATE_GROUPS_LISTED` of them;
-    ``late_groups`` counts them all.
+    mapping suffixes) and input pin, worst first, the first :data:`LATE_GROUPS_LISTED` of them.
     """
     import re
     arrivals = {}

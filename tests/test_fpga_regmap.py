@@ -242,8 +242,9 @@ def test_register_access_takes_five_cycles():
 
 def test_every_raw_word_writes_only_itself_and_reads_back():
     """Each raw word of every writable block takes its own value (masked to the block's width) and
-    reads it back after all were written, so no write reached another word; the words after a
-    block's last one, and a block number past the map, read 0."""
+    reads it back after all were written, so no write reached another word; the word after each
+    block's last raw word, and the window's last word (past the last block's control register),
+    read 0."""
     dut = _Bench()
     regmap = dut.mmio.regmap
     blocks = [b for b in regmap.blocks if b.writable]
