@@ -312,7 +312,7 @@ def _yosys_ff_count(build_dir, name):
 
 def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=None, build_dir=None,
           ram_size=64 * 1024, router="router2", seed=1, spread="auto", global_enables=None,
-          max_fanout=None, marked_fanout=DEFAULT_MAX_FANOUT, rigid=()):
+          max_fanout=None, marked_fanout=DEFAULT_MAX_FANOUT):
     """Build one bitstream (or, with ``place_only``, place only); return the summary dict.
 
     ``block`` names one of :data:`BLOCKS` to build alone in the test wrapper (``unit_only`` is
@@ -341,9 +341,6 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
     flip-flops the HDL marks for copying (:data:`hwvirt.fpga.replicate.MARK`: registers whose D is a
     register, such as the unit's state-load selects and gather capture enables); ``None`` leaves
     them as synthesised too.
-
-    ``rigid`` (spread builds only): cell-name prefixes whose logic the spread moves as one group,
-    keeping its own distances (:func:`hwvirt.fpga.spread.spread_placement`), e.g. ``"soc.cpu."``.
     """
     from hwvirt.sim.toolchain import build_root
 
@@ -363,8 +360,6 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
             raise ValueError("spread routes the spread placement: it cannot be combined with place_only")
         if spread != "fill" and spread < 1:
             raise ValueError(f"the spread factor must be at least 1 (or \"fill\"), not {spread!r}")
-    elif rigid:
-        raise ValueError("rigid groups are kept by the spread: give a spread factor too")
     if global_enables is None:
         global_enables = GLOBAL_LIMIT if board in ECP5_BOARDS else 0
     if global_enables and board not in ECP5_BOARDS:
@@ -415,8 +410,7 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
         _run_script(build_dir, script, stop_at=_NEXTPNR)
         if spread is not None:
             spread, promotions, replications = _place_spread_route(
-                build_dir, name, spread, global_enables, max_fanout, most=most, marked_fanout=marked_fanout,
-                rigid=tuple(rigid))
+                build_dir, name, spread, global_enables, max_fanout, most=most, marked_fanout=marked_fanout)
         else:
             synthesized = build_dir / f"{name}.json"
             promoted, promotions = _promote_enables(json.loads(synthesized.read_text()), global_enables)
@@ -440,7 +434,6 @@ def build(board, *, unit_only=False, block=None, place_only=False, target_mhz=No
         summary["ff"] = _yosys_ff_count(build_dir, name)
     summary["placed_only"] = place_only
     summary["spread"] = spread
-    summary["rigid"] = list(rigid)
     summary["global_enables"] = [promotion._asdict() for promotion in promotions]
     summary["replicated"] = [replication._asdict() for replication in replications]
     summary["bitstream"] = None if place_only else str(next(
@@ -491,8 +484,7 @@ def default_spread(board, block, place_only):
     return None
 
 
-def _place_spread_route(build_dir, name, factor, global_enables, max_fanout, most=None, marked_fanout=None,
-                        rigid=()):
+def _place_spread_route(build_dir, name, factor, global_enables, max_fanout, most=None, marked_fanout=None):
     """Run the build script's placement (synthesis has run), spread the placement
     (:func:`~hwvirt.fpga.spread.spread_placement`), pin the logic cells of the synthesized netlist
     there (:func:`~hwvirt.fpga.spread.pin_cells`), put ``global_enables`` enables of the pinned
@@ -500,7 +492,7 @@ def _place_spread_route(build_dir, name, factor, global_enables, max_fanout, mos
     loads (:func:`hwvirt.fpga.replicate.replicate_drivers`, unless ``None``; else the nets the HDL
     marked, of more than ``marked_fanout`` loads, unless ``None``), then run the script's
     nextpnr command again on it (placing the unpinned cells and routing) and pack the bitstream.
-    ``most`` caps a ``"fill"`` factor; ``rigid`` names the cells spread as groups. Returns the spread factor used (``"fill"`` becomes a number),
+    ``most`` caps a ``"fill"`` factor. Returns the spread factor used (``"fill"`` becomes a number),
     the promotions and the replications.
 
     The global buffers are added after the placement is pinned, not before it is made: their sites
@@ -515,7 +507,7 @@ def _place_spread_route(build_dir, name, factor, global_enables, max_fanout, mos
     (build_dir / f"{name}.tim").rename(build_dir / f"{name}_place.tim")
     pinned, summary, factor = spread_and_pin(
         json.loads((build_dir / f"{name}_placed.json").read_text()),
-        json.loads((build_dir / f"{name}.json").read_text()), factor=factor, most=most, rigid=rigid)
+        json.loads((build_dir / f"{name}.json").read_text()), factor=factor, most=most)
     print(summary, flush=True)
     # The marked flip-flops are copied below, so their enables need no buffer.
     marked_only = max_fanout is None and marked_fanout is not None
@@ -697,16 +689,13 @@ def main(argv=None):
     parser.add_argument("--marked-fanout", type=_max_fanout, default=DEFAULT_MAX_FANOUT, metavar="N",
                         help="spread builds without --max-fanout: the same for the flip-flops the HDL "
                              f"marks ({MARK!r}); default {DEFAULT_MAX_FANOUT}, \"none\" to leave them")
-    parser.add_argument("--rigid", action="append", default=[], metavar="PREFIX",
-                        help="spread builds: move the tiles of the cells named PREFIX... as one group, "
-                             "keeping their own distances (e.g. soc.cpu. for the SoC's core); repeatable")
     parser.add_argument("--build-dir")
     parser.add_argument("--json", help="also write the summary as JSON")
     args = parser.parse_args(argv)
     summary = build(args.board, unit_only=args.unit_only, block=args.block, place_only=args.place_only,
                     target_mhz=args.target_mhz, build_dir=args.build_dir, router=args.router,
                     seed=args.seed, spread=args.spread, global_enables=args.global_enables,
-                    max_fanout=args.max_fanout, marked_fanout=args.marked_fanout, rigid=args.rigid)
+                    max_fanout=args.max_fanout, marked_fanout=args.marked_fanout)
     print(format_summary(summary))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))

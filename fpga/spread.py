@@ -126,16 +126,12 @@ def _carry_links(module, tile_of):
 
 
 def spread_placement(netlist, *, factor, first_column=FIRST_COLUMN, last_column=LAST_COLUMN,
-                     block_ram_sites=BLOCK_RAM_SITES, rigid=()):
+                     block_ram_sites=BLOCK_RAM_SITES):
     """Spread the logic tiles of a placed netlist (nextpnr JSON, as a dict) along their rows.
 
-    A tile at column *x* goes to ``first + round((x - first) × factor)`` (rounded half up) or the
-    first free column after the tile before it in its row, carry-chain runs as one block.
-    ``rigid`` names cell-name prefixes whose logic keeps its own distances: the tiles where most
-    cells have one of these prefixes move as a group, the group's mean column spread and each
-    tile's offset from it kept (a small block that closes timing on its own, such as the SoC's
-    core, is not stretched with the rest). A row's tiles go in the order of where they are headed.
-    Block RAMs go to the free site of their row (``block_ram_sites``) nearest to where the spread
+    Each row's tiles keep their order; a tile at column *x* goes to ``first + round((x - first) ×
+    factor)`` (rounded half up) or the first free column after the tile before it, carry-chain runs as one block.
+    Block RAMs go to the free site of their row (``block_ram_sites``) nearest to where the same rule
     puts their column, so that they stay beside the logic they connect to.
     Returns ``(netlist, SpreadReport)``; the input is not changed.
     """
@@ -150,20 +146,13 @@ def spread_placement(netlist, *, factor, first_column=FIRST_COLUMN, last_column=
     used = sorted(set(tile_of.values()))
     linked_to = {(x1, y) for (x0, y), x1 in links.items()}      # tiles a run continues into
 
-    target = {(x, y): _spread_column(x, factor, first_column) for x, y in used}
-    for group in _rigid_groups(module, tile_of, rigid).values():
-        centre = sum(x for x, _ in group) / len(group)
-        moved = first_column + (centre - first_column) * factor
-        for x, y in group:
-            target[(x, y)] = math.floor(moved + (x - centre) + 0.5)
-
     rows = {}
     for x, y in used:
         rows.setdefault(y, []).append(x)
     new_x = {}
     runs = 0
     for y, xs in rows.items():
-        xs.sort(key=lambda x: (target[(x, y)], x))
+        xs.sort()
         next_free = first_column
         for x in xs:
             if (x, y) in linked_to:
@@ -173,7 +162,7 @@ def spread_placement(netlist, *, factor, first_column=FIRST_COLUMN, last_column=
                 run.append(links[(run[-1], y)])
             if len(run) > 1:
                 runs += 1
-            start = max(target[(x, y)], next_free)
+            start = max(_spread_column(x, factor, first_column), next_free)
             if start + len(run) - 1 > last_column:
                 raise SpreadError(f"row Y{y}: no room for the tile of column {x} at factor {factor} "
                                   f"(it would end at column {start + len(run) - 1} > {last_column})")
@@ -189,21 +178,6 @@ def spread_placement(netlist, *, factor, first_column=FIRST_COLUMN, last_column=
     xs_after = list(new_x.values())
     return netlist, SpreadReport(len(used), runs, (min(xs_before), max(xs_before)),
                                  (min(xs_after), max(xs_after)), block_rams)
-
-
-def _rigid_groups(module, tile_of, prefixes):
-    """``{prefix: [tile, ...]}``: the tiles most of whose cells' names start with ``prefix``."""
-    counts = {}
-    for name, tile in tile_of.items():
-        prefix = next((p for p in prefixes if name.startswith(p)), None)
-        counts.setdefault(tile, {}).setdefault(prefix, 0)
-        counts[tile][prefix] += 1
-    groups = {}
-    for tile, by_prefix in counts.items():
-        for prefix, count in by_prefix.items():
-            if prefix is not None and 2 * count > sum(by_prefix.values()):
-                groups.setdefault(prefix, []).append(tile)
-    return groups
 
 
 def _spread_block_rams(module, factor, first_column, sites):

@@ -222,7 +222,6 @@ def test_build_spread_argument():
     ({"board": "ulx3s-85f", "global_enables": 8}, "must be 0 to 7"),
     ({"board": "ulx3s-85f", "global_enables": -1}, "must be 0 to 7"),
     ({"board": "ulx3s-85f", "max_fanout": 0}, "max_fanout must be at least 1"),
-    ({"board": "ulx3s-85f", "rigid": ("soc.cpu.",)}, "give a spread factor too"),   # a block: no spread
 ])
 def test_spread_arguments_are_checked_before_building(kwargs, message, tmp_path):
     from hwvirt.fpga.build import build

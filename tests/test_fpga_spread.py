@@ -56,34 +56,6 @@ def test_tiles_move_whole_in_row_order_and_other_cells_stay():
     assert report.block_rams == 1
 
 
-def test_rigid_cells_keep_their_distances_around_their_spread_centre():
-    """The tiles where most cells are a rigid prefix's move as one group: its mean column is spread,
-    each tile keeps its offset from it; other tiles spread as usual and a row goes in the order of
-    where its tiles are headed."""
-    cells = {
-        "core.a": _cell("TRELLIS_COMB", "X10/Y5/SLICEA.K0", F=[10]),
-        "core.b": _cell("TRELLIS_COMB", "X12/Y5/SLICEA.K0", F=[11]),
-        "core.c": _cell("TRELLIS_COMB", "X14/Y6/SLICEA.K0", F=[12]),
-        "mixed.x": _cell("TRELLIS_COMB", "X14/Y6/SLICEB.K0", F=[13]),   # row 6, column 14: 2 core, 1 other
-        "core.d": _cell("TRELLIS_COMB", "X14/Y6/SLICEC.K0", F=[14]),
-        "other": _cell("TRELLIS_COMB", "X11/Y5/SLICEA.K0", F=[15]),
-        "minor": _cell("TRELLIS_COMB", "X16/Y7/SLICEA.K0", F=[16]),     # 1 core of 2: not rigid
-        "core.e": _cell("TRELLIS_COMB", "X16/Y7/SLICEB.K0", F=[17]),
-    }
-    plain, _ = spread_placement(_netlist(cells), factor=2)
-    assert _bels(plain)["core.a"] == "X18/Y5/SLICEA.K0"               # 2 + 8 × 2
-    spread, _ = spread_placement(_netlist(cells), factor=2, rigid=("core.",))
-    bels = _bels(spread)
-    # The group: columns 10, 12, 14 (mean 12) → 2 + 10 × 2 = 22; offsets -2, 0, +2 kept.
-    assert bels["core.a"] == "X20/Y5/SLICEA.K0"
-    assert bels["core.b"] == "X22/Y5/SLICEA.K0"
-    assert bels["core.c"] == "X24/Y6/SLICEA.K0" and bels["mixed.x"] == "X24/Y6/SLICEB.K0"
-    # Column 11 spreads to 20, taken by core.a (headed for 20 too, column 10 first): the next free.
-    assert bels["other"] == "X21/Y5/SLICEA.K0"
-    assert bels["minor"] == "X30/Y7/SLICEA.K0" and bels["core.e"] == "X30/Y7/SLICEB.K0"
-    assert _bels(spread_placement(_netlist(cells), factor=2, rigid=())[0]) == _bels(plain)
-
-
 def test_carry_runs_stay_adjacent_and_push_later_tiles_right():
     cells = {
         # a carry chain over tiles 2, 3, 4 of row 8 (FCO of one tile into FCI of the next)
