@@ -46,6 +46,7 @@ from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
 from amaranth.lib import io, wiring
 
 from .globals import GLOBAL_LIMIT
+from .logic_depth import register_group
 from .replicate import DEFAULT_MAX_FANOUT, MARK, marked_bits, replicate_drivers
 from .wirelength import _top_module
 
@@ -274,7 +275,6 @@ def late_endpoints(report, period_ns):
     ``{"register", "pin", "late", "worst_ns"}`` per register (its cell name without the bit and the
     mapping suffixes) and input pin, worst first, the first :data:`LATE_GROUPS_LISTED` of them.
     """
-    import re
     arrivals = {}
     for net in report["detailed_net_timings"]:
         for sink in net.get("endpoints", []):
@@ -285,7 +285,7 @@ def late_endpoints(report, period_ns):
     for (cell, pin), arrival in arrivals.items():
         if arrival <= period_ns:
             continue
-        key = (re.sub(r"(_TRELLIS_FF|_LUT4|_DP16KD|\$).*|\[.*", "", cell), pin)
+        key = (register_group(cell), pin)
         worst, count = groups.get(key, (0.0, 0))
         groups[key] = (max(worst, arrival), count + 1)
     ordered = sorted(groups.items(), key=lambda item: (-item[1][0], item[0]))

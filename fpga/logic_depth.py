@@ -23,7 +23,7 @@ import sys
 from collections import namedtuple
 
 
-__all__ = ["NET_DELAY", "Path", "deepest_paths", "net_arrivals", "net_names", "main"]
+__all__ = ["NET_DELAY", "Path", "deepest_paths", "net_arrivals", "net_names", "register_group", "main"]
 
 #: Modelled delay of one net, in ns (placement-dependent; a constant keeps the comparison simple).
 NET_DELAY = 0.3
@@ -161,9 +161,9 @@ def _top_module(netlist):
     return marked[0] if marked else max(modules, key=lambda name: len(modules[name].get("cells", {})))
 
 
-def _group(cell_name):
+def register_group(cell_name):
     """A register's name without Yosys's mapping suffixes and bit index."""
-    return re.sub(r"(_TRELLIS_FF|_LUT4|\$).*|\[.*", "", cell_name)
+    return re.sub(r"(_TRELLIS_FF|_LUT4|_DP16KD|\$).*|\[.*", "", cell_name)
 
 
 def main(argv=None):
@@ -178,7 +178,7 @@ def main(argv=None):
     top = args.top or _top_module(netlist)
     seen = set()
     for path in deepest_paths(netlist, top):
-        group = _group(path.source)
+        group = register_group(path.source)
         if group in seen:
             continue
         seen.add(group)
