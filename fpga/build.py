@@ -641,7 +641,7 @@ def format_summary(s):
     late = s.get("late_endpoints")
     if late:
         lines.append(f"  late endpoints: {late['late']} of {late['endpoints']} register inputs arrive after "
-                     f"{late['period_ns']} ns, in {late['late_groups']} registers (worst first):")
+                     f"{late['period_ns']} ns, in {late['late_groups']} register/pin groups (worst first):")
         for g in late["groups"]:
             lines.append(f"    {g['worst_ns']:6.2f} ns {g['late']:5d}  {g['register']}.{g['pin']}")
     return "\n".join(lines)

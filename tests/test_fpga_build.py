@@ -303,7 +303,7 @@ def test_late_endpoints_count_every_register_input_after_the_period():
     assert summary["late_endpoints"] == late
     summary.update(bitstream="x.bit", oscillator_mhz=25.0, timing="oscillator")
     lines = format_summary(summary).splitlines()
-    assert "  late endpoints: 4 of 5 register inputs arrive after 10.0 ns, in 3 registers (worst first):" in lines
+    assert "  late endpoints: 4 of 5 register inputs arrive after 10.0 ns, in 3 register/pin groups (worst first):" in lines
     assert lines[-3].split() == ["14.00", "ns", "2", "u.x.DI"]
     del report["detailed_net_timings"]
     assert "late_endpoints" not in summarize_report(report, "ulx3s-85f", "unit")
